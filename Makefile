@@ -1,0 +1,19 @@
+# Every target sets itself up: uv is installed with pip when missing, the locked environment is synced.
+PYTHON ?= python3
+UV := $(shell command -v uv 2>/dev/null || echo "$(PYTHON) -m uv")
+
+.PHONY: setup quickstart test test-all clean
+
+setup:
+	@command -v uv >/dev/null 2>&1 || $(PYTHON) -m uv --version >/dev/null 2>&1 || \
+		$(PYTHON) -m pip install --quiet uv || $(PYTHON) -m pip install --quiet --break-system-packages uv
+	$(UV) sync --frozen
+
+quickstart: setup
+	$(UV) run --frozen raysynth sweep search_spaces/quickstart.yaml
+
+test: setup
+	$(UV) run --frozen pytest
+
+clean:
+	rm -rf reports ray_results mlflow.db mlartifacts

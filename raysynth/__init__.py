@@ -1,0 +1,1 @@
+"""raysynth: Ray-distributed search for small-data dataset synthesis."""

@@ -1,0 +1,171 @@
+"""The ``raysynth`` command line: parses arguments and calls library functions, nothing more.
+
+Bad input of any kind exits with status 2 and one line on stderr naming the key and the fix,
+before Ray or MLflow start.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from raysynth.errors import RaysynthError
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _add_space_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("space", help="search-space YAML file")
+    parser.add_argument("--set", dest="assignments", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a dotted key, e.g. --set evaluation.epochs=2 (repeatable)")
+
+
+def cmd_validate(args) -> int:
+    from raysynth.spec import load_spec, steps
+
+    spec = load_spec(args.space, args.assignments)
+    import yaml
+
+    print(yaml.safe_dump(spec.to_data(), sort_keys=False).rstrip())
+    for name, step in steps(spec):
+        if name is not None:
+            print(f"# step {name}: method {step.method}, params {json.dumps(step.params)}")
+    _log(f"{args.space}: valid ({len(steps(spec))} step(s), {len(spec.seeds)} seed(s))")
+    return 0
+
+
+def cmd_run(args) -> int:
+    from raysynth.runner import load_spec_dataset, run_trial
+    from raysynth.spec import load_spec, steps
+    from raysynth.visualize import save_sample_grid
+
+    spec = load_spec(args.space, args.assignments)
+    available = dict(steps(spec))
+    if args.step is not None:
+        if args.step not in available:
+            raise RaysynthError(f"`--step {args.step}`: no such ablation step; steps: {', '.join(map(str, available))}")
+        spec = available[args.step]
+    import torch
+
+    torch.set_num_threads(max(1, int(spec.tune.resources_per_trial.cpu)))  # as a trial with these resources
+    dataset = load_spec_dataset(spec)
+    if spec.ablation and args.step is None:
+        _log(f"running the base configuration (method {spec.method}); --step NAME runs a ladder step")
+    out = Path(args.out) if args.out else None
+
+    class Observer:
+        def on_progress(self, seed, step, metrics):
+            pass
+
+        def on_seed_end(self, seed, metrics, synthetic, split):
+            if out is not None:
+                save_sample_grid(synthetic, split, out / f"samples_seed{seed}.png")
+                (out / f"metrics_seed{seed}.json").write_text(json.dumps(metrics, indent=2))
+
+    metrics = run_trial(spec, dataset, Observer(), log=_log)
+    print(json.dumps(metrics, sort_keys=True))
+    return 0
+
+
+def cmd_sweep(args) -> int:
+    from raysynth.spec import load_spec
+    from raysynth.tuning.sweep import run_sweep
+
+    spec = load_spec(args.space, args.assignments)
+    run_sweep(spec, address=args.address, resume=args.resume, log=_log)
+    return 0
+
+
+def cmd_report(args) -> int:
+    from raysynth.report import write_report
+    from raysynth.spec import absolute_tracking_uri
+    import os
+
+    uri = absolute_tracking_uri(args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db", Path.cwd())
+    markdown = write_report(args.experiment, tracking_uri=uri, out_dir=Path(args.out), log=_log)
+    print(markdown)
+    return 0
+
+
+def cmd_ui(args) -> int:
+    from raysynth.tracking import start_ui
+    from raysynth.spec import absolute_tracking_uri
+    import os
+
+    uri = absolute_tracking_uri(args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db", Path.cwd())
+    return start_ui(uri, host=args.host, port=args.port)
+
+
+def cmd_datasets(args) -> int:
+    import os
+
+    from raysynth.data.datasets import DATASETS
+
+    cache = Path(os.environ.get("RAYSYNTH_CACHE") or Path.home() / ".cache" / "raysynth")
+    root = Path(os.environ["RAYSYNTH_DATA"]) if os.environ.get("RAYSYNTH_DATA") else None
+    print(f"{'name':<15}{'classes':>8}{'image':>10}{'train':>8}{'test':>7}  available here")
+    for name in DATASETS:
+        source = DATASETS.get(name)
+        where = source.locate(root, cache)
+        status = ("yes (bundled)" if source.bundled else f"yes ({where})") if where else f"no: {source.how_to_get}"
+        shape = f"{source.channels}x{source.image_size}x{source.image_size}"
+        print(f"{name:<15}{source.num_classes:>8}{shape:>10}{source.train_size:>8}{source.test_size:>7}  {status}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="raysynth", description="Ray-distributed search for small-data dataset synthesis")
+    verbs = parser.add_subparsers(dest="verb", required=True)
+
+    sweep = verbs.add_parser("sweep", help="run a sweep or ablation ladder on Ray")
+    _add_space_arguments(sweep)
+    sweep.add_argument("--address", default=None, help="Ray address; `auto` on a cluster; default: local Ray")
+    sweep.add_argument("--resume", action="store_true", help="continue the latest interrupted sweep of this experiment")
+    sweep.set_defaults(handler=cmd_sweep)
+
+    run = verbs.add_parser("run", help="one trial in-process (no Ray); metrics as JSON on the last stdout line")
+    _add_space_arguments(run)
+    run.add_argument("--step", default=None, help="run this ablation step instead of the base configuration")
+    run.add_argument("--out", default=None, help="folder for sample grids and per-seed metrics")
+    run.set_defaults(handler=cmd_run)
+
+    validate = verbs.add_parser("validate", help="check a space file and print it resolved")
+    _add_space_arguments(validate)
+    validate.set_defaults(handler=cmd_validate)
+
+    report = verbs.add_parser("report", help="ablation / comparison table from MLflow (Markdown, CSV, PNG)")
+    report.add_argument("--experiment", required=True)
+    report.add_argument("--tracking-uri", default=None)
+    report.add_argument("--out", default="reports", help="output folder (default: reports)")
+    report.set_defaults(handler=cmd_report)
+
+    ui = verbs.add_parser("ui", help="start the MLflow UI on the tracking store")
+    ui.add_argument("--tracking-uri", default=None)
+    ui.add_argument("--host", default="127.0.0.1")
+    ui.add_argument("--port", type=int, default=5000)
+    ui.set_defaults(handler=cmd_ui)
+
+    datasets = verbs.add_parser("datasets", help="list datasets, sizes and availability")
+    datasets.set_defaults(handler=cmd_datasets)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except RaysynthError as error:
+        message = " ".join(str(error).split())
+        print(f"raysynth {args.verb}: error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"raysynth {args.verb}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,94 @@
+"""The method contract: ``fit(split, budget, report) -> SyntheticSet``. No Ray, no MLflow here."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Callable, ClassVar, Protocol
+
+import torch
+from pydantic import BaseModel, ConfigDict
+
+from raysynth.data.splits import Split
+from raysynth.registry import Registry
+
+
+class Intent(str, Enum):
+    """Which training set a method's ``accuracy`` is measured on (DESIGN.md, metric names)."""
+
+    EXPANSION = "expansion"  # the real few-shot set plus the synthetic images
+    CONDENSATION = "condensation"  # the condensed set alone; baseline: a random real subset of its size
+    GENERATION = "generation"  # the synthetic images alone
+
+
+class Params(BaseModel):
+    """Base of every method's typed parameters: strict, immutable, documented per field."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+class NoParams(Params):
+    """This method takes no parameters."""
+
+
+@dataclass(frozen=True)
+class Budget:
+    """What a method may spend: training epochs, the device, and the seed of its randomness."""
+
+    epochs: int
+    device: torch.device
+    seed: int
+
+
+class Report(Protocol):
+    def __call__(self, step: int, **metrics: float) -> None: ...
+
+
+@dataclass(frozen=True)
+class SyntheticSet:
+    """A labelled synthetic image set, normalized like the dataset it was made from."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    info: dict[str, float] = field(default_factory=dict)  # extra scalar metrics the method measured
+
+    def __post_init__(self):
+        if len(self.images) != len(self.labels):
+            raise ValueError(f"{len(self.images)} images but {len(self.labels)} labels")
+
+    def per_class_counts(self, num_classes: int) -> list[int]:
+        return torch.bincount(self.labels.cpu(), minlength=num_classes).tolist()
+
+
+class Method(ABC):
+    """A synthesis method. Subclasses set ``intent``, optionally ``Params``, and implement ``fit``."""
+
+    name: ClassVar[str]
+    Params: ClassVar[type[Params]] = NoParams
+    intent: ClassVar[Intent]
+    uses_remainder: ClassVar[bool] = False  # reads the training images outside the few-shot set
+
+    def __init__(self, params: Params):
+        self.params = params
+
+    @abstractmethod
+    def fit(self, split: Split, budget: Budget, report: Report) -> SyntheticSet:
+        """Fits on ``split`` within ``budget`` and returns the synthetic set."""
+
+
+METHODS: Registry[type[Method]] = Registry("method")
+
+
+def register_method(name: str) -> Callable[[type[Method]], type[Method]]:
+    """Class decorator: registers a method under ``name``."""
+
+    def decorate(cls: type[Method]) -> type[Method]:
+        cls.name = name
+        return METHODS.register(name)(cls)
+
+    return decorate
+
+
+def seeded_generator(budget: Budget, offset: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(budget.seed * 7919 + offset)

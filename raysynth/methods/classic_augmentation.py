@@ -1,0 +1,48 @@
+"""Baseline `classic_augmentation`: the few-shot set grown to ``expansion_ratio`` times its size with
+a torchvision.transforms.v2 policy suited to the dataset (no flips for digits)."""
+
+from __future__ import annotations
+
+import torch
+import torchvision.transforms.v2 as T
+from pydantic import Field
+
+from raysynth.methods.base import Budget, Intent, Method, Params, Report, SyntheticSet, register_method
+
+
+class ClassicAugmentationParams(Params):
+    expansion_ratio: int = Field(10, ge=2, description="size of real + augmented set over the few-shot set's size")
+
+
+def augmentation_policy(dataset_name: str, image_size: int) -> T.Transform:
+    """The classic policy: small affine jitter; flips where they keep the label; crops and colour for CIFAR."""
+    if dataset_name in ("digits", "mnist"):
+        return T.RandomAffine(degrees=10, translate=(0.1, 0.1), scale=(0.9, 1.1), shear=5)
+    if dataset_name == "fashion-mnist":
+        return T.Compose([T.RandomHorizontalFlip(), T.RandomAffine(degrees=8, translate=(0.08, 0.08), scale=(0.9, 1.1))])
+    return T.Compose([T.RandomCrop(image_size, padding=image_size // 8), T.RandomHorizontalFlip(),
+                      T.ColorJitter(0.2, 0.2, 0.2)])
+
+
+def classic_expand(split, expansion_ratio: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(expansion_ratio - 1) x n`` augmented copies of the few-shot set (the real images not included)."""
+    images, labels = split.fewshot
+    dataset = split.dataset
+    policy = augmentation_policy(dataset.name, dataset.image_size)
+    unit = dataset.denormalize(images)
+    out = []
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)  # v2 transforms draw from torch's global RNG; fork keeps the caller's state
+        for _ in range(expansion_ratio - 1):
+            out.append(torch.stack([policy(image) for image in unit]))
+    return dataset.normalize(torch.cat(out).clamp(0, 1)), labels.repeat(expansion_ratio - 1)
+
+
+@register_method("classic_augmentation")
+class ClassicAugmentation(Method):
+    Params = ClassicAugmentationParams
+    intent = Intent.EXPANSION
+
+    def fit(self, split, budget: Budget, report: Report) -> SyntheticSet:
+        images, labels = classic_expand(split, self.params.expansion_ratio, budget.seed)
+        return SyntheticSet(images, labels)

@@ -1,0 +1,119 @@
+"""One trial, in-process: for each seed, split -> Method.fit -> SyntheticSet -> evaluate.
+
+Shared by ``raysynth run`` and the Ray trainable; it knows nothing of Ray or MLflow. What happens is
+told to an observer (progress metrics, each seed's result), which the caller maps to its own sinks.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+from pathlib import Path
+from typing import Callable, Protocol
+
+import numpy as np
+import torch
+
+from raysynth.data import ImageDataset, Split, load_dataset, make_split
+from raysynth.errors import NonFiniteLossError, RaysynthError
+from raysynth.evaluation import ClassifierProtocol, EvaluationSettings, Evaluator
+from raysynth.evaluation.augment import policy_for
+from raysynth.methods import METHODS, Budget, SyntheticSet
+from raysynth.spec import SweepSpec
+
+SEED_SPREAD_METRICS = ("accuracy", "cas", "baseline_accuracy", "gain", "fid")
+
+
+class TrialObserver(Protocol):
+    def on_progress(self, seed: int, step: int, metrics: dict[str, float]) -> None:
+        """Intermediate metrics (``train/*`` from the method, ``probe/*`` from the evaluation)."""
+
+    def on_seed_end(self, seed: int, metrics: dict[str, float], synthetic: SyntheticSet, split: Split) -> None:
+        """The final metrics and synthetic set of one seed."""
+
+
+def resolve_device(choice: str) -> torch.device:
+    if choice == "cuda" or (choice == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise RaysynthError("`device: cuda` but no CUDA device is visible to this trial; use device: auto")
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def evaluation_settings(spec: SweepSpec, *, probe: bool) -> EvaluationSettings:
+    evaluation = spec.evaluation
+    augmentation = policy_for(spec.dataset.name) if evaluation.augmentation == "dsa" else ()
+    protocol = ClassifierProtocol(classifier=evaluation.classifier, width=evaluation.width, epochs=evaluation.epochs,
+                                  lr=evaluation.lr, batch_size=evaluation.batch_size, augmentation=augmentation)
+    return EvaluationSettings(protocol=protocol, num_eval=evaluation.num_eval, fid=evaluation.fid,
+                              fid_samples=evaluation.fid_samples, inception_weights=evaluation.inception_weights,
+                              probe_every=evaluation.probe_every if probe else 0)
+
+
+def load_spec_dataset(spec: SweepSpec) -> ImageDataset:
+    root = Path(spec.dataset.root) if spec.dataset.root else None
+    return load_dataset(spec.dataset.name, data_root=root, cache_dir=Path(spec.cache_dir), allow_download=spec.dataset.download)
+
+
+def check_synthetic(synthetic: SyntheticSet, split: Split, method: str) -> None:
+    """A method's output must look like the dataset's images; say which rule it broke."""
+    expected = (split.channels, split.image_size, split.image_size)
+    if synthetic.images.ndim != 4 or tuple(synthetic.images.shape[1:]) != expected:
+        raise RaysynthError(f"method `{method}` returned images of shape {tuple(synthetic.images.shape)}, expected N x {expected}")
+    if len(synthetic.labels) == 0:
+        raise RaysynthError(f"method `{method}` returned no images")
+    if int(synthetic.labels.min()) < 0 or int(synthetic.labels.max()) >= split.num_classes:
+        raise RaysynthError(f"method `{method}` returned labels outside 0..{split.num_classes - 1}")
+    if not torch.isfinite(synthetic.images).all():
+        raise NonFiniteLossError(f"method `{method}` returned non-finite pixels")
+
+
+def aggregate(per_seed: list[dict[str, float]]) -> dict[str, float]:
+    """Mean over seeds of every metric, plus ``<metric>_seed_std`` for the headline metrics."""
+    keys = [k for k in per_seed[0] if all(k in m for m in per_seed)]
+    result = {k: float(np.mean([m[k] for m in per_seed])) for k in keys}
+    for key in SEED_SPREAD_METRICS:
+        if key in result:
+            result[f"{key}_seed_std"] = float(np.std([m[key] for m in per_seed]))
+    result["seeds"] = float(len(per_seed))
+    return result
+
+
+def run_trial(spec: SweepSpec, dataset: ImageDataset, observer: TrialObserver,
+              log: Callable[[str], None] = lambda message: None, seeds: list[int] | None = None) -> dict[str, float]:
+    """Runs ``spec`` (one configuration) over its seeds and returns the metrics averaged over seeds."""
+    method_cls = METHODS.get(spec.method)
+    params = spec.method_params()
+    device = resolve_device(spec.device)
+    per_seed = []
+    step = 0
+    for index, seed in enumerate(seeds if seeds is not None else spec.seeds):
+        split = make_split(dataset, spec.dataset.images_per_class, seed)
+
+        def report(epoch: int, **metrics: float) -> None:
+            nonlocal step
+            bad = {k: v for k, v in metrics.items() if not math.isfinite(float(v))}
+            if bad:
+                raise NonFiniteLossError(f"method `{spec.method}` loss became non-finite at epoch {epoch}: {bad}")
+            step += 1
+            observer.on_progress(seed, step, {"train/epoch": float(epoch), **{f"train/{k}": float(v) for k, v in metrics.items()}})
+            log(f"[{spec.method} seed {seed}] epoch {epoch}: " + ", ".join(f"{k} {float(v):.4g}" for k, v in metrics.items()))
+
+        def on_metrics(metrics: dict[str, float]) -> None:
+            nonlocal step
+            step += 1
+            observer.on_progress(seed, step, metrics)
+
+        log(f"[{spec.method} seed {seed}] fitting on {len(split.fewshot[1])} images of {dataset.name} "
+            f"({spec.budget.epochs} epochs, {device.type})")
+        synthetic = method_cls(params).fit(split, Budget(spec.budget.epochs, device, seed), report)
+        check_synthetic(synthetic, split, spec.method)
+        log(f"[{spec.method} seed {seed}] {len(synthetic.labels)} synthetic images; evaluating")
+        evaluator = Evaluator(evaluation_settings(spec, probe=index == 0), split, device=device,
+                              cache_dir=Path(spec.cache_dir), log=log, on_metrics=on_metrics)
+        metrics = evaluator.evaluate(synthetic, method_cls.intent)
+        log(f"[{spec.method} seed {seed}] accuracy {metrics['accuracy']:.2f} % (baseline {metrics['baseline_accuracy']:.2f} %), "
+            f"cas {metrics['cas']:.2f} %, fid {metrics['fid']:.3g}")
+        observer.on_seed_end(seed, metrics, synthetic, split)
+        per_seed.append(metrics)
+    return aggregate(per_seed)

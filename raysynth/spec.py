@@ -1,0 +1,419 @@
+"""The search-space schema: YAML -> validated, immutable :class:`SweepSpec`.
+
+Every way of changing a value (``--set KEY=VALUE``, an ablation step, a value Optuna sampled) goes
+through :func:`apply_overrides` on plain data and is validated again, so a trial's configuration is
+always a spec that passed the same checks as the file. Errors name the dotted key the user wrote.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import os
+from pathlib import Path
+from typing import Any, Literal, Mapping
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from raysynth.errors import SpecError
+from raysynth.methods import METHODS
+
+CORE_METRICS = ("accuracy", "accuracy_std", "cas", "cas_std", "baseline_accuracy", "gain", "fid")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DatasetSpec(Strict):
+    name: str = Field("digits", description="a registered dataset (`raysynth datasets` lists them)")
+    images_per_class: int = Field(10, ge=1, description="size of the few-shot set, per class")
+    root: str | None = Field(None, description="folder with the dataset's files; default $RAYSYNTH_DATA")
+    download: bool = Field(True, description="let torchvision download a dataset that is not here (needs network)")
+
+
+class BudgetSpec(Strict):
+    epochs: int = Field(10, ge=1, description="training epochs of the method")
+
+
+class EvaluationSpec(Strict):
+    classifier: str = Field("convnet", description="a registered classifier")
+    width: int | None = Field(None, ge=1, description="classifier base width; None: the reference (ConvNet 128)")
+    epochs: int = Field(300, ge=1, description="classifier training epochs (300 in the protocol, 1000 with DSA)")
+    num_eval: int = Field(3, ge=1, description="independently initialized classifiers per training set")
+    lr: float = Field(0.01, gt=0)
+    batch_size: int = Field(256, ge=1)
+    augmentation: Literal["none", "dsa"] = Field("none", description="differentiable siamese augmentation while training")
+    fid: str = Field("domain", description="FID feature space: domain | inception")
+    fid_samples: int = Field(10000, ge=2, description="at most this many images per side of the FID")
+    inception_weights: str | None = Field(None, description="local path of the FID Inception weights (offline)")
+    probe_every: int = Field(10, ge=0, description="report probe/accuracy every N classifier epochs (ASHA's signal)")
+
+
+class ResourcesSpec(Strict):
+    cpu: float = Field(1, gt=0)
+    gpu: float = Field(0, ge=0)
+
+
+class SchedulerSpec(Strict):
+    kind: Literal["fifo", "asha"] = "fifo"
+    grace_period: int = Field(10, ge=1, description="probe epochs before ASHA may stop a trial")
+    reduction_factor: float = Field(3, gt=1)
+
+
+class TuneSpec(Strict):
+    num_samples: int = Field(1, ge=1, description="Optuna trials per search (per ablation step)")
+    metric: str | list[str] = "accuracy"
+    mode: Literal["max", "min"] | list[Literal["max", "min"]] = "max"
+    max_concurrent: int = Field(2, ge=1)
+    resources_per_trial: ResourcesSpec = ResourcesSpec()
+    max_failures: int = Field(0, ge=0, description="retries of a failed trial")
+    storage: str | None = Field(None, description="Tune storage path (local folder or s3://...); default ./ray_results")
+    scheduler: SchedulerSpec = SchedulerSpec()
+    sampler: Literal["tpe", "nsga2", "random"] | None = Field(None, description="None: TPE, NSGA-II for several metrics")
+
+    @model_validator(mode="after")
+    def _metric_mode_match(self):
+        metrics = self.metric if isinstance(self.metric, list) else [self.metric]
+        modes = self.mode if isinstance(self.mode, list) else [self.mode]
+        if len(metrics) != len(modes):
+            raise ValueError(f"tune.metric has {len(metrics)} entries but tune.mode has {len(modes)}; give one mode per metric")
+        return self
+
+    @property
+    def metrics(self) -> list[str]:
+        return self.metric if isinstance(self.metric, list) else [self.metric]
+
+    @property
+    def modes(self) -> list[str]:
+        return self.mode if isinstance(self.mode, list) else [self.mode]
+
+
+class TrackingSpec(Strict):
+    uri: str | None = Field(None, description="MLflow tracking URI; default $MLFLOW_TRACKING_URI or sqlite:///mlflow.db")
+
+
+class Distribution(Strict):
+    uniform: tuple[float, float] | None = None
+    loguniform: tuple[float, float] | None = None
+    int: tuple[int, int] | None = None
+    choice: list[Any] | None = None
+    when: dict[str, list[Any]] | None = Field(None, description="sample only when these keys have these values")
+
+    @model_validator(mode="after")
+    def _one_kind(self):
+        kinds = [k for k in ("uniform", "loguniform", "int", "choice") if getattr(self, k) is not None]
+        if len(kinds) != 1:
+            raise ValueError("give exactly one of uniform: [lo, hi], loguniform: [lo, hi], int: [lo, hi], choice: [...]")
+        if kinds[0] != "choice":
+            low, high = getattr(self, kinds[0])
+            if not low <= high:
+                raise ValueError(f"`lo <= hi` must hold, but got [{low}, {high}]")
+            if kinds[0] == "loguniform" and low <= 0:
+                raise ValueError(f"loguniform needs lo > 0, but got {low}")
+        elif not self.choice:
+            raise ValueError("choice needs at least one value")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return next(k for k in ("uniform", "loguniform", "int", "choice") if getattr(self, k) is not None)
+
+    def representative_values(self) -> list[Any]:
+        """Values that span the distribution, to check the parameter model accepts them."""
+        if self.kind == "choice":
+            return list(self.choice)
+        return list(getattr(self, self.kind))
+
+
+class AblationStep(Strict):
+    name: str = Field(min_length=1)
+    method: str | None = Field(None, description="the step's method; default: the space's `method`")
+    params: dict[str, Any] = Field(default_factory=dict, description="merged over `params` when the method is the same")
+    set: dict[str, Any] = Field(default_factory=dict, description="other dotted keys to override, e.g. dataset.images_per_class")
+
+
+class SweepSpec(Strict):
+    """A validated search space. ``params`` holds the method's typed parameters as plain data."""
+
+    experiment: str = Field(min_length=1)
+    method: str
+    dataset: DatasetSpec = DatasetSpec()
+    seeds: list[int] = Field([0], min_length=1)
+    params: dict[str, Any] = Field(default_factory=dict)
+    search: dict[str, Distribution] = Field(default_factory=dict)
+    ablation: list[AblationStep] = Field(default_factory=list)
+    budget: BudgetSpec = BudgetSpec()
+    evaluation: EvaluationSpec = EvaluationSpec()
+    tune: TuneSpec = TuneSpec()
+    tracking: TrackingSpec = TrackingSpec()
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    cache_dir: str | None = Field(None, description="caches (FID network, baselines); default $RAYSYNTH_CACHE or ~/.cache/raysynth")
+
+    def method_params(self):
+        """The method's typed parameter model built from ``params``."""
+        return METHODS.get(self.method).Params.model_validate(self.params)
+
+    def to_data(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude_none=False)
+
+
+# --------------------------------------------------------------------------- loading
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """Reads a space file with a safe loader (``!!python/...`` tags are refused)."""
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError("", f"search-space file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark else ""
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        if "python/" in str(error):
+            problem = "unsafe YAML tag refused; write plain values"
+        raise SpecError("", f"{path}{where}: {problem}") from None
+    if not isinstance(data, dict):
+        raise SpecError("", f"{path} must hold a mapping of keys (experiment, method, ...), but holds {type(data).__name__}")
+    return data
+
+
+def parse_set(assignments: list[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` strings -> {dotted key: value}; values are read as YAML scalars/lists (``3``, ``1e-3``, ``[0, 1]``)."""
+    overrides = {}
+    for item in assignments:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise SpecError(item, "--set takes KEY=VALUE, e.g. --set evaluation.epochs=2")
+        try:
+            overrides[key.strip()] = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            overrides[key.strip()] = raw
+    return overrides
+
+
+# keys under these sections are dotted strings themselves: `search.loss.alpha_re` is one entry
+SINGLE_KEY_SECTIONS = ("search",)
+
+
+def apply_overrides(data: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of ``data`` with each dotted key set. ``search.<param.path>`` names one search entry."""
+    result = copy.deepcopy(dict(data))
+    for dotted, value in overrides.items():
+        parts = dotted.split(".")
+        if parts[0] in SINGLE_KEY_SECTIONS and len(parts) > 1:
+            parts = [parts[0], ".".join(parts[1:])]
+        node = result
+        for depth, part in enumerate(parts[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise SpecError(dotted, f"`{'.'.join(parts[: depth + 1])}` is a value, not a section; set it directly")
+            node = child
+        node[parts[-1]] = value
+    return result
+
+
+def _fields_at(model: type[BaseModel], location: tuple) -> list[str]:
+    """Field names of the (sub)model at ``location``, for suggestions."""
+    for part in location:
+        field = model.model_fields.get(str(part))
+        annotation = getattr(field, "annotation", None)
+        candidates = [annotation] + list(getattr(annotation, "__args__", ()))
+        nested = [c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)]
+        if not nested:
+            return []
+        model = nested[0]
+    return list(model.model_fields)
+
+
+def _spec_error(error: ValidationError, model: type[BaseModel], prefix: str = "") -> SpecError:
+    first = error.errors()[0]
+    location = tuple(first["loc"])
+    key = ".".join(str(p) for p in ((prefix,) if prefix else ()) + location)
+    if first["type"] == "extra_forbidden":
+        known = _fields_at(model, location[:-1])
+        nearest = difflib.get_close_matches(str(location[-1]), known, n=1)
+        hint = f"did you mean `{'.'.join(key.split('.')[:-1] + [nearest[0]])}`?" if nearest else ""
+        return SpecError(key, f"unknown key; {hint} valid keys here: {', '.join(known)}".replace("; ,", ";"))
+    if first["type"] == "missing":
+        return SpecError(key, "is required; add it to the file or pass --set " f"{key}=...")
+    message = first["msg"].removeprefix("Value error, ")
+    value = first.get("input")
+    shown = "" if isinstance(value, dict) or first["type"] == "value_error" else f", but got {value!r}"
+    return SpecError(key, f"{message}{shown}")
+
+
+def _validate_params(method: str, params: dict[str, Any], key_prefix: str = "params"):
+    cls = METHODS.get(method).Params
+    try:
+        return cls.model_validate(params)
+    except ValidationError as error:
+        raise _spec_error(error, cls, key_prefix) from None
+
+
+def _check_name(registry, name: str, key: str) -> None:
+    if name not in registry:
+        raise SpecError(key, registry.unknown_message(name))
+
+
+def build_spec(data: Mapping[str, Any], *, check_ablation: bool = True) -> SweepSpec:
+    """Validates plain data into a :class:`SweepSpec`, checking names, params, search and ablation."""
+    from raysynth.data import DATASETS
+    from raysynth.evaluation.fid import FID_BACKENDS
+    from raysynth.nets.classifiers import CLASSIFIERS
+
+    try:
+        spec = SweepSpec.model_validate(data)
+    except ValidationError as error:
+        raise _spec_error(error, SweepSpec) from None
+    _check_name(METHODS, spec.method, "method")
+    _check_name(DATASETS, spec.dataset.name, "dataset.name")
+    _check_name(CLASSIFIERS, spec.evaluation.classifier, "evaluation.classifier")
+    _check_name(FID_BACKENDS, spec.evaluation.fid, "evaluation.fid")
+    _validate_params(spec.method, spec.params)
+    for metric in spec.tune.metrics:
+        if metric not in CORE_METRICS:
+            nearest = difflib.get_close_matches(metric, CORE_METRICS, n=1)
+            hint = f"did you mean `{nearest[0]}`? " if nearest else ""
+            raise SpecError("tune.metric", f"unknown metric `{metric}`: {hint}known: {', '.join(CORE_METRICS)}")
+    _check_search(spec)
+    if check_ablation:
+        names = [step.name for step in spec.ablation]
+        if len(set(names)) != len(names):
+            raise SpecError("ablation", f"step names must be unique, but got {names}")
+        for index, step in enumerate(spec.ablation):
+            step_spec(spec, index)
+    return spec
+
+
+def _check_search(spec: SweepSpec) -> None:
+    seen: list[str] = []
+    for key, distribution in spec.search.items():
+        where = f"search.{key}"
+        for condition_key in (distribution.when or {}):
+            if condition_key not in seen and _lookup(spec.params, condition_key) is _MISSING:
+                raise SpecError(f"{where}.when", f"`{condition_key}` is neither an earlier search key nor a parameter of `{spec.method}`")
+        for value in distribution.representative_values():
+            try:
+                _validate_params(spec.method, apply_overrides(spec.params, {key: value}), "params")
+            except SpecError as error:
+                raise SpecError(where, f"value {value!r} is not a valid `params.{key}` of method `{spec.method}` ({error})") from None
+        seen.append(key)
+
+
+_MISSING = object()
+
+
+def _lookup(data: Mapping[str, Any], dotted: str) -> Any:
+    node: Any = data
+    for part in dotted.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return _MISSING
+        node = node[part]
+    return node
+
+
+def step_spec(spec: SweepSpec, index: int) -> SweepSpec:
+    """The spec of ablation step ``index``: its method, params and other keys applied, ablation removed."""
+    step = spec.ablation[index]
+    data = spec.to_data()
+    data["ablation"] = []
+    if step.method is not None and step.method != spec.method:
+        data["method"] = step.method
+        data["params"] = {}
+        data["search"] = {}  # the base search belongs to the base method
+    data["params"] = apply_overrides(data["params"], _flatten(step.params))
+    try:
+        data = apply_overrides(data, step.set)
+        return build_spec(data, check_ablation=False)
+    except SpecError as error:
+        raise SpecError(f"ablation[{step.name}]", str(error)) from None
+
+
+def _flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat = {}
+    for key, value in data.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            flat.update(_flatten(value, path + "."))
+        else:
+            flat[path] = value
+    return flat
+
+
+def flatten(data: Mapping[str, Any]) -> dict[str, Any]:
+    """Nested mapping -> {dotted key: leaf value}."""
+    return _flatten(data)
+
+
+def steps(spec: SweepSpec) -> list[tuple[str | None, SweepSpec]]:
+    """(step name, step spec) for every ablation step, or ``[(None, spec)]`` without a ladder."""
+    if not spec.ablation:
+        return [(None, spec)]
+    return [(step.name, step_spec(spec, i)) for i, step in enumerate(spec.ablation)]
+
+
+def with_sampled(spec: SweepSpec, sampled: Mapping[str, Any]) -> SweepSpec:
+    """The spec of one trial: values Optuna sampled (dotted ``params`` keys) applied and validated."""
+    data = spec.to_data()
+    data["params"] = apply_overrides(data["params"], sampled)
+    return build_spec(data, check_ablation=False)
+
+
+def resolve_defaults(data: dict[str, Any], environ: Mapping[str, str], cwd: Path) -> dict[str, Any]:
+    """Fills what depends on the machine (cache, data, tracking and storage locations) as absolute
+    values, so that Ray workers running in other folders see the same places."""
+    data = copy.deepcopy(data)
+    data["cache_dir"] = str(Path(data.get("cache_dir") or environ.get("RAYSYNTH_CACHE") or Path.home() / ".cache" / "raysynth").expanduser().resolve())
+    dataset = data.setdefault("dataset", {}) if isinstance(data.get("dataset", {}), dict) else data["dataset"]
+    if isinstance(dataset, dict) and not dataset.get("root") and environ.get("RAYSYNTH_DATA"):
+        dataset["root"] = environ["RAYSYNTH_DATA"]
+    tracking = data.setdefault("tracking", {})
+    if isinstance(tracking, dict):
+        uri = tracking.get("uri") or environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
+        tracking["uri"] = absolute_tracking_uri(uri, cwd)
+    tune = data.setdefault("tune", {})
+    if isinstance(tune, dict):
+        storage = tune.get("storage") or "ray_results"
+        if "://" not in storage:
+            storage = str((cwd / storage).resolve())
+        tune["storage"] = storage
+    return data
+
+
+def absolute_tracking_uri(uri: str, cwd: Path) -> str:
+    """``sqlite:///relative.db`` -> ``sqlite:////abs/relative.db`` (trials run in other folders)."""
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri[len(prefix):].startswith("/"):
+        return prefix + str((cwd / uri[len(prefix):]).resolve())
+    return uri
+
+
+def load_spec(path: str | Path, assignments: list[str] | None = None, *, environ: Mapping[str, str] | None = None,
+              cwd: Path | None = None) -> SweepSpec:
+    """Reads, overrides (``--set``), fills machine defaults and validates a space file."""
+    data = read_yaml(path)
+    data = apply_overrides(data, parse_set(assignments or []))
+    data = resolve_defaults(data, os.environ if environ is None else environ, cwd or Path.cwd())
+    spec = build_spec(data)
+    for name, step in steps(spec):
+        check_dataset_available(step)
+    return spec
+
+
+def check_dataset_available(spec: SweepSpec) -> None:
+    """A dataset that is neither here nor allowed to download is bad input, found before any work starts."""
+    from raysynth.data.datasets import DATASETS, unavailable_message
+
+    source = DATASETS.get(spec.dataset.name)
+    root = Path(spec.dataset.root) if spec.dataset.root else None
+    if not spec.dataset.download and source.locate(root, Path(spec.cache_dir)) is None:
+        raise SpecError("dataset.name", unavailable_message(source, root, Path(spec.cache_dir)))
+
+
+__all__ = ["SweepSpec", "SpecError", "load_spec", "build_spec", "steps", "with_sampled", "flatten",
+           "apply_overrides", "parse_set"]

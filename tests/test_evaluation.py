@@ -1,0 +1,63 @@
+import numpy as np
+import pytest
+import torch
+
+from raysynth.data import make_split
+from raysynth.evaluation import ClassifierProtocol, EvaluationSettings, Evaluator
+from raysynth.evaluation.augment import dsa_augment
+from raysynth.evaluation.fid import frechet_distance, gaussian_statistics
+from raysynth.methods import Intent, SyntheticSet
+
+CPU = torch.device("cpu")
+
+
+def test_protocol_learns_digits_from_ten_images_per_class(digits, cache_dir):
+    split = make_split(digits, 10, seed=0)
+    settings = EvaluationSettings(ClassifierProtocol(width=32, epochs=40), num_eval=1)
+    mean, _ = Evaluator(settings, split, device=CPU, cache_dir=cache_dir).accuracy("real", *split.fewshot)
+    assert mean > 70.0  # chance is 10 %
+
+
+def test_protocol_is_reproducible_from_its_seed(digits, cache_dir):
+    split = make_split(digits, 5, seed=0)
+    settings = EvaluationSettings(ClassifierProtocol(width=8, epochs=3), num_eval=2)
+    first = Evaluator(settings, split, device=CPU, cache_dir=cache_dir).accuracy("a", *split.fewshot)
+    second = Evaluator(settings, split, device=CPU, cache_dir=cache_dir).accuracy("b", *split.fewshot)
+    assert first == second
+
+
+def test_condensation_baseline_is_a_random_subset_of_the_same_size(digits, cache_dir):
+    split = make_split(digits, 3, seed=0)
+    settings = EvaluationSettings(ClassifierProtocol(width=8, epochs=1), num_eval=1)
+    images, labels = split.random_subset(2)
+    metrics = Evaluator(settings, split, device=CPU, cache_dir=cache_dir).evaluate(SyntheticSet(images, labels), Intent.CONDENSATION)
+    assert metrics["accuracy"] == metrics["baseline_accuracy"]  # the same 2-per-class subset, the same seeds
+
+
+def test_frechet_distance_matches_the_closed_form_for_diagonal_gaussians():
+    rng = np.random.default_rng(0)
+    mu1, mu2 = rng.normal(size=4), rng.normal(size=4)
+    var1, var2 = rng.uniform(0.5, 2, size=4), rng.uniform(0.5, 2, size=4)
+    direct = float(np.sum((mu1 - mu2) ** 2) + np.sum((np.sqrt(var1) - np.sqrt(var2)) ** 2))
+    assert frechet_distance(mu1, np.diag(var1), mu2, np.diag(var2)) == pytest.approx(direct, rel=1e-6)
+
+
+def test_frechet_distance_of_a_sample_with_itself_is_zero():
+    features = np.random.default_rng(1).normal(size=(200, 5))
+    mu, sigma = gaussian_statistics(features)
+    assert frechet_distance(mu, sigma, mu, sigma) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_dsa_is_siamese():
+    x = torch.randn(6, 1, 16, 16)
+    a = dsa_augment(x, torch.Generator().manual_seed(5))
+    b = dsa_augment(x, torch.Generator().manual_seed(5))
+    assert torch.equal(a, b)
+
+
+def test_dsa_is_differentiable():
+    x = torch.randn(4, 3, 16, 16, requires_grad=True)
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(6):
+        dsa_augment(x, generator, ("color", "crop", "scale", "rotate")).sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
