@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import difflib
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal, Mapping
 
@@ -72,6 +73,7 @@ class TuneSpec(Strict):
     storage: str | None = Field(None, description="Tune storage path (local folder or s3://...); default ./ray_results")
     scheduler: SchedulerSpec = SchedulerSpec()
     sampler: Literal["tpe", "nsga2", "random"] | None = Field(None, description="None: TPE, NSGA-II for several metrics")
+    sampler_seed: int = Field(0, description="seed of the Optuna sampler, so a sweep's proposals are reproducible")
 
     @model_validator(mode="after")
     def _metric_mode_match(self):
@@ -94,10 +96,15 @@ class TrackingSpec(Strict):
     uri: str | None = Field(None, description="MLflow tracking URI; default $MLFLOW_TRACKING_URI or sqlite:///mlflow.db")
 
 
+_Float, _Int = float, int  # the field named `int` below shadows the builtin inside the class
+
+
 class Distribution(Strict):
-    uniform: tuple[float, float] | None = None
-    loguniform: tuple[float, float] | None = None
-    int: tuple[int, int] | None = None
+    """One Optuna distribution: exactly one of uniform, loguniform, int, choice; optionally `when`."""
+
+    uniform: tuple[_Float, _Float] | None = None
+    loguniform: tuple[_Float, _Float] | None = None
+    int: tuple[_Int, _Int] | None = None
     choice: list[Any] | None = None
     when: dict[str, list[Any]] | None = Field(None, description="sample only when these keys have these values")
 
@@ -114,6 +121,8 @@ class Distribution(Strict):
                 raise ValueError(f"loguniform needs lo > 0, but got {low}")
         elif not self.choice:
             raise ValueError("choice needs at least one value")
+        elif not all(v is None or isinstance(v, (bool, int, float, str)) for v in self.choice):
+            raise ValueError("choice values must be numbers, strings, booleans or null (Optuna's categorical values)")
         return self
 
     @property
@@ -188,10 +197,18 @@ def parse_set(assignments: list[str]) -> dict[str, Any]:
         if not sep or not key.strip():
             raise SpecError(item, "--set takes KEY=VALUE, e.g. --set evaluation.epochs=2")
         try:
-            overrides[key.strip()] = yaml.safe_load(raw) if raw.strip() else ""
+            value = yaml.safe_load(raw) if raw.strip() else ""
         except yaml.YAMLError:
-            overrides[key.strip()] = raw
+            value = raw
+        overrides[key.strip()] = _number_or_text(value)
     return overrides
+
+
+def _number_or_text(value: Any) -> Any:
+    """YAML 1.1 reads ``1e-3`` as text; a command line means the number."""
+    if isinstance(value, str) and re.fullmatch(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+", value.strip()):
+        return float(value)
+    return value
 
 
 # keys under these sections are dotted strings themselves: `search.loss.alpha_re` is one entry

@@ -1,0 +1,192 @@
+"""MLflow: experiments, runs, tags, metrics and artifacts of sweeps, trials and seeds.
+
+Layout (DESIGN.md section 2): one experiment per ``experiment``; a parent run per sweep (tag
+``raysynth.kind=sweep``); a child run per trial (``raysynth.kind=trial``, metrics averaged over seeds,
+the sample grid, the resolved YAML); under it a run per seed (``raysynth.kind=seed``) with the
+per-epoch training curves. Runs are found again by their ``raysynth.key`` tag, so a restarted or
+resumed trial reuses its run instead of adding a duplicate.
+
+Every call goes through :meth:`Tracker._call`, which retries with backoff: a tracking server that is
+briefly unreachable (or a busy SQLite file) delays logging, it does not fail the trial.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
+
+PARENT_TAG = "mlflow.parentRunId"
+KIND_TAG = "raysynth.kind"
+KEY_TAG = "raysynth.key"
+MAX_PARAM_LENGTH = 6000
+SECRET_KEY = re.compile(r"(token|password|passwd|secret|credential|api_?key|access_?key|private_?key|(^|[._])key$)", re.I)
+REDACTED = "***"
+
+
+def is_secret_key(dotted_key: str) -> bool:
+    """Keys that look like credentials are never logged or saved in clear."""
+    return bool(SECRET_KEY.search(dotted_key.split(".")[-1]))
+
+
+def redact(data: Any, path: str = "") -> Any:
+    """A copy of nested ``data`` with the values of secret-looking keys replaced by ``***``."""
+    if isinstance(data, Mapping):
+        return {k: (REDACTED if is_secret_key(f"{path}{k}") and not isinstance(v, Mapping) else redact(v, f"{path}{k}."))
+                for k, v in data.items()}
+    if isinstance(data, list):
+        return [redact(item, path) for item in data]
+    return data
+
+
+def git_commit(folder: Path) -> str:
+    """The commit of the code that runs (``unknown`` outside a git checkout)."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=folder, capture_output=True, text=True, timeout=10)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def artifact_location(tracking_uri: str, experiment: str) -> str | None:
+    """Next to a SQLite file, artifacts go to ``mlartifacts/`` beside it (absolute, so trials in other
+    folders agree); a tracking server proxies artifacts itself."""
+    if tracking_uri.startswith("sqlite:///"):
+        return str(Path(tracking_uri[len("sqlite:///"):]).parent / "mlartifacts" / experiment)
+    return None
+
+
+@dataclass(frozen=True)
+class Tracker:
+    """A thin, retrying wrapper over :class:`MlflowClient` for raysynth's run layout."""
+
+    tracking_uri: str
+    retry_seconds: float = 120.0
+    log: Callable[[str], None] = lambda message: print(message, file=sys.stderr)
+
+    @property
+    def client(self) -> MlflowClient:
+        return MlflowClient(tracking_uri=self.tracking_uri)
+
+    def _call(self, what: str, function: Callable, *args, **kwargs):
+        deadline, delay, warned = time.monotonic() + self.retry_seconds, 0.5, False
+        while True:
+            try:
+                return function(*args, **kwargs)
+            except Exception as error:  # MLflow wraps connection and database errors in several types
+                if _is_permanent(error) or time.monotonic() > deadline:
+                    raise
+                if not warned:
+                    self.log(f"[tracking] {what} failed ({type(error).__name__}: {str(error).splitlines()[0][:120]}); retrying")
+                    warned = True
+                time.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+    # ------------------------------------------------------------------ experiments and runs
+    def experiment_id(self, name: str) -> str:
+        """The id of experiment ``name``, created if missing (safe when trials race to create it)."""
+        def get_or_create():
+            client = self.client
+            found = client.get_experiment_by_name(name)
+            if found is not None:
+                return found.experiment_id
+            try:
+                return client.create_experiment(name, artifact_location=artifact_location(self.tracking_uri, name))
+            except Exception:
+                found = client.get_experiment_by_name(name)
+                if found is None:
+                    raise
+                return found.experiment_id
+
+        return self._call("creating the experiment", get_or_create)
+
+    def find_run(self, experiment_id: str, key: str):
+        runs = self._call("searching runs", self.client.search_runs, [experiment_id],
+                          filter_string=f"tags.`{KEY_TAG}` = '{key}'", max_results=5)
+        return runs[0] if runs else None
+
+    def open_run(self, experiment_id: str, key: str, *, name: str, kind: str, tags: Mapping[str, str],
+                 parent_run_id: str | None = None):
+        """The run tagged ``key`` (reopened when it exists), else a new one."""
+        existing = self.find_run(experiment_id, key)
+        if existing is not None:
+            if existing.info.status != "FINISHED":
+                self._call("reopening a run", self.client.update_run, existing.info.run_id, status="RUNNING")
+            return existing
+        all_tags = {KEY_TAG: key, KIND_TAG: kind, "mlflow.runName": name, **tags}
+        if parent_run_id:
+            all_tags[PARENT_TAG] = parent_run_id
+        return self._call("creating a run", self.client.create_run, experiment_id, tags=all_tags, run_name=name)
+
+    def runs(self, experiment_id: str, kind: str, extra_filter: str = "") -> list:
+        query = f"tags.`{KIND_TAG}` = '{kind}'" + (f" and {extra_filter}" if extra_filter else "")
+        out, token = [], None
+        while True:
+            page = self._call("searching runs", self.client.search_runs, [experiment_id], filter_string=query,
+                              max_results=1000, page_token=token)
+            out.extend(page)
+            token = page.token
+            if not token:
+                return out
+
+    # ------------------------------------------------------------------ logging
+    def log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
+        flat = [Param(k, (REDACTED if is_secret_key(k) else str(v))[:MAX_PARAM_LENGTH]) for k, v in params.items()]
+        existing = self._call("reading a run", self.client.get_run, run_id).data.params
+        fresh = [p for p in flat if p.key not in existing]  # params are write-once in MLflow
+        for start in range(0, len(fresh), 100):
+            self._call("logging params", self.client.log_batch, run_id, params=fresh[start:start + 100])
+
+    def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int = 0) -> None:
+        now = int(time.time() * 1000)
+        batch = [Metric(k, float(v), now, step) for k, v in metrics.items()]
+        for start in range(0, len(batch), 500):
+            self._call("logging metrics", self.client.log_batch, run_id, metrics=batch[start:start + 500])
+
+    def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
+        batch = [RunTag(k, str(v)[:5000]) for k, v in tags.items()]
+        self._call("setting tags", self.client.log_batch, run_id, tags=batch)
+
+    def log_artifact(self, run_id: str, path: Path, artifact_path: str | None = None) -> None:
+        self._call("uploading an artifact", self.client.log_artifact, run_id, str(path), artifact_path)
+
+    def log_text(self, run_id: str, text: str, artifact_file: str) -> None:
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / Path(artifact_file).name
+            path.write_text(text)
+            parent = str(Path(artifact_file).parent)
+            self.log_artifact(run_id, path, None if parent == "." else parent)
+
+    def finish(self, run_id: str, status: str = "FINISHED") -> None:
+        self._call("closing a run", self.client.set_terminated, run_id, status)
+
+    def fail(self, run_id: str, error: BaseException) -> None:
+        """Marks the run FAILED with the error's type and message as tags."""
+        message = " ".join(str(error).split())[:4000] or type(error).__name__
+        self.set_tags(run_id, {"error": f"{type(error).__name__}: {message}", "error_type": type(error).__name__})
+        self.finish(run_id, "FAILED")
+
+
+def _is_permanent(error: Exception) -> bool:
+    """Errors that a retry cannot fix (bad requests), as opposed to connection or lock errors."""
+    text = str(error)
+    return any(code in text for code in ("INVALID_PARAMETER_VALUE", "RESOURCE_ALREADY_EXISTS", "RESOURCE_DOES_NOT_EXIST",
+                                         "BAD_REQUEST"))
+
+
+def start_ui(tracking_uri: str, host: str = "127.0.0.1", port: int = 5000) -> int:
+    """Runs the MLflow UI on ``tracking_uri`` in the foreground (Ctrl-C stops it)."""
+    command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", tracking_uri, "--host", host, "--port", str(port)]
+    print(f"MLflow UI on http://{host}:{port} (store {tracking_uri}); Ctrl-C stops it", file=sys.stderr)
+    try:
+        return subprocess.call(command)
+    except KeyboardInterrupt:
+        return 0

@@ -1,0 +1,76 @@
+"""Search space -> Optuna: a define-by-run function (conditional parameters sampled only when their
+``when:`` holds), the sampler, and the searcher Ray Tune drives."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import optuna
+from ray.tune.search.optuna import OptunaSearch
+
+from raysynth.spec import Distribution, SweepSpec, _lookup, _MISSING
+
+
+@dataclass(frozen=True)
+class DefineByRun:
+    """Samples the space's distributions in file order; a top-level class so the searcher's state pickles."""
+
+    search: Mapping[str, Distribution]
+    fixed_params: Mapping[str, Any] = field(default_factory=dict)
+
+    def condition_holds(self, when: Mapping[str, list], sampled: Mapping[str, Any]) -> bool:
+        for key, allowed in when.items():
+            value = sampled[key] if key in sampled else _lookup(self.fixed_params, key)
+            if value is _MISSING or value not in allowed:
+                return False
+        return True
+
+    def __call__(self, trial: optuna.Trial) -> None:
+        sampled: dict[str, Any] = {}
+        for key, distribution in self.search.items():
+            if distribution.when and not self.condition_holds(distribution.when, sampled):
+                continue
+            sampled[key] = suggest(trial, key, distribution)
+        return None  # only sampling happens here (ray issue 18587)
+
+
+def suggest(trial: optuna.Trial, key: str, distribution: Distribution) -> Any:
+    if distribution.kind == "uniform":
+        return trial.suggest_float(key, *distribution.uniform)
+    if distribution.kind == "loguniform":
+        return trial.suggest_float(key, *distribution.loguniform, log=True)
+    if distribution.kind == "int":
+        return trial.suggest_int(key, *distribution.int)
+    return trial.suggest_categorical(key, distribution.choice)
+
+
+def make_sampler(spec: SweepSpec) -> optuna.samplers.BaseSampler:
+    """TPE for one metric, NSGA-II for several, unless ``tune.sampler`` says otherwise; seeded."""
+    choice = spec.tune.sampler or ("nsga2" if len(spec.tune.metrics) > 1 else "tpe")
+    seed = spec.tune.sampler_seed
+    if choice == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed)
+    if choice == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    return optuna.samplers.TPESampler(seed=seed)
+
+
+class RaysynthOptunaSearch(OptunaSearch):
+    """Ray's OptunaSearch, tolerant of intermediate results that do not carry the objective
+    (training losses, probe accuracies): those are not Optuna's intermediate values."""
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        if isinstance(self.metric, str) and self.metric not in result:
+            return
+        super().on_trial_result(trial_id, result)
+
+
+def make_searcher(spec: SweepSpec) -> RaysynthOptunaSearch:
+    metrics, modes = spec.tune.metrics, spec.tune.modes
+    return RaysynthOptunaSearch(
+        space=DefineByRun(dict(spec.search), dict(spec.params)),
+        metric=metrics if len(metrics) > 1 else metrics[0],
+        mode=modes if len(modes) > 1 else modes[0],
+        sampler=make_sampler(spec),
+    )

@@ -1,0 +1,131 @@
+"""The Ray Tune trainable: the one place where Ray, MLflow and a method meet.
+
+A trial is one configuration over all of the space's seeds. It logs its own MLflow runs (a trial run
+under the sweep's parent run, a run per seed under it) because Tune's MLflow callback logs from the
+driver, which cannot upload the sample grids a trial draws.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+import yaml
+from ray import tune
+
+from raysynth.data import ImageDataset, Split
+from raysynth.methods import SyntheticSet
+from raysynth.runner import run_trial
+from raysynth.spec import SweepSpec, flatten, with_sampled
+from raysynth.tracking import Tracker, redact
+from raysynth.visualize import save_sample_grid
+
+
+@dataclass(frozen=True)
+class SweepContext:
+    """What every trial of a sweep needs to know; shipped once through Ray's object store."""
+
+    sweep_id: str
+    experiment_id: str
+    parent_run_id: str
+    tracking_uri: str
+    git_commit: str
+    ladder: bool
+    step_specs: Mapping[str, SweepSpec]
+
+    def tracker(self) -> Tracker:
+        return Tracker(self.tracking_uri)
+
+
+def trial_key(sweep_id: str, group: str, trial_id: str) -> str:
+    return f"{sweep_id}:{group}:{trial_id}"
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+class TrialLogger:
+    """Maps the runner's events to Tune reports and MLflow runs (one per seed)."""
+
+    def __init__(self, tracker: Tracker, experiment_id: str, trial_run_id: str, key: str, tags: dict[str, str]):
+        self.tracker, self.experiment_id, self.trial_run_id, self.key, self.tags = tracker, experiment_id, trial_run_id, key, tags
+        self.seed_runs: dict[int, str] = {}
+        self.grids: dict[int, Path] = {}
+        self.folder = Path(tempfile.mkdtemp(prefix="raysynth-trial-"))
+
+    def seed_run(self, seed: int) -> str:
+        if seed not in self.seed_runs:
+            run = self.tracker.open_run(self.experiment_id, f"{self.key}:seed{seed}", name=f"seed {seed}", kind="seed",
+                                        tags={**self.tags, "seed": str(seed)}, parent_run_id=self.trial_run_id)
+            self.seed_runs[seed] = run.info.run_id
+        return self.seed_runs[seed]
+
+    def on_progress(self, seed: int, step: int, metrics: dict[str, float]) -> None:
+        self.tracker.log_metrics(self.seed_run(seed), metrics, step)
+        tune.report({**metrics, "seed": seed})
+
+    def on_seed_end(self, seed: int, metrics: dict[str, float], synthetic: SyntheticSet, split: Split) -> None:
+        run_id = self.seed_run(seed)
+        self.tracker.log_metrics(run_id, metrics)
+        grid = save_sample_grid(synthetic, split, self.folder / f"samples_seed{seed}.png")
+        self.grids[seed] = grid
+        self.tracker.log_artifact(run_id, grid)
+        self.tracker.finish(run_id)
+
+    def fail_open_seed_runs(self, error: BaseException) -> None:
+        for run_id in self.seed_runs.values():
+            if self.tracker.client.get_run(run_id).info.status == "RUNNING":
+                self.tracker.fail(run_id, error)
+
+
+def train_trial(config: dict[str, Any], *, context: SweepContext, datasets: Mapping[str, ImageDataset],
+                group: str, step: str | None = None) -> None:
+    """Runs one trial: ``config`` holds the sampled params (dotted keys) and, in a ladder grid, the step."""
+    sampled = {k: v for k, v in config.items() if k != "step"}
+    step_name = config.get("step", step)
+    spec = with_sampled(context.step_specs[step_name], sampled)
+    resources = tune.get_context().get_trial_resources()
+    cpus = max(1, int(resources.required_resources.get("CPU", 1))) if resources else 1
+    torch.set_num_threads(cpus)
+
+    tracker = context.tracker()
+    key = trial_key(context.sweep_id, group, tune.get_context().get_trial_id())
+    tags = {"method": spec.method, "dataset": spec.dataset.name, "sweep_id": context.sweep_id,
+            "git_commit": context.git_commit, "trial_id": tune.get_context().get_trial_id()}
+    if context.ladder:
+        tags["ablation_step"] = str(step_name)
+    run = tracker.open_run(context.experiment_id, key, name=_run_name(step_name, sampled, context.ladder), kind="trial",
+                           tags=tags, parent_run_id=context.parent_run_id)
+    run_id = run.info.run_id
+    if run.info.status == "FINISHED":  # finished before an interruption: report, do not train again
+        tune.report({k: v for k, v in run.data.metrics.items()})
+        return
+    attempts = len(tracker.client.get_metric_history(run_id, "attempt"))
+    tracker.log_metrics(run_id, {"attempt": attempts + 1}, step=attempts + 1)
+    data = redact(spec.to_data())
+    tracker.log_params(run_id, {**flatten(data), "seeds": spec.seeds})
+    tracker.log_text(run_id, yaml.safe_dump(data, sort_keys=False), "config.yaml")
+
+    logger = TrialLogger(tracker, context.experiment_id, run_id, key, tags)
+    try:
+        metrics = run_trial(spec, datasets[spec.dataset.name], logger, log=_log)
+    except BaseException as error:
+        logger.fail_open_seed_runs(error)
+        tracker.fail(run_id, error)
+        raise
+    tracker.log_metrics(run_id, metrics)
+    first_grid = logger.grids[min(logger.grids)]
+    tracker.log_artifact(run_id, first_grid.rename(first_grid.with_name("samples.png")))
+    tracker.finish(run_id)
+    tune.report(metrics)
+
+
+def _run_name(step: str | None, sampled: Mapping[str, Any], ladder: bool) -> str:
+    parts = [str(step)] if ladder else []
+    parts += [f"{k.split('.')[-1]}={v:.3g}" if isinstance(v, float) else f"{k.split('.')[-1]}={v}" for k, v in sampled.items()]
+    return " ".join(parts)[:200] or "trial"

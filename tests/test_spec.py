@@ -1,0 +1,94 @@
+"""The schema: every bad input is one line naming the key, exit status 2, and nothing started."""
+
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+
+from conftest import REPO, run_cli
+from raysynth.errors import SpecError
+from raysynth.spec import Distribution, build_spec, load_spec, parse_set
+from raysynth.tuning.search import DefineByRun
+
+BASE = {"experiment": "t", "method": "classic_augmentation", "dataset": {"name": "digits"}}
+
+
+def write(tmp_path: Path, data, text: str | None = None) -> Path:
+    path = tmp_path / "space.yaml"
+    path.write_text(text if text is not None else yaml.safe_dump(data))
+    return path
+
+
+def sweep_fails_cleanly(tmp_path: Path, path: Path, *sets: str) -> str:
+    args = ["sweep", str(path)] + [a for s in sets for a in ("--set", s)]
+    result = run_cli(*args, cwd=tmp_path, timeout=120)
+    started = [p.name for p in tmp_path.iterdir() if p.name in ("mlflow.db", "ray_results", "mlartifacts")]
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1 and not started, result.stderr
+    return result.stderr
+
+
+def test_unknown_key_suggests_the_nearest(tmp_path):
+    stderr = sweep_fails_cleanly(tmp_path, write(tmp_path, {**BASE, "evaluation": {"epoch": 2}}))
+    assert "`evaluation.epoch`" in stderr and "did you mean `evaluation.epochs`" in stderr
+
+
+def test_wrong_type_names_the_key(tmp_path):
+    stderr = sweep_fails_cleanly(tmp_path, write(tmp_path, BASE), "evaluation.epochs=many")
+    assert "`evaluation.epochs`" in stderr and "'many'" in stderr
+
+
+def test_low_above_high_is_refused(tmp_path):
+    stderr = sweep_fails_cleanly(tmp_path, write(tmp_path, {**BASE, "search": {"expansion_ratio": {"int": [9, 3]}}}))
+    assert "`search.expansion_ratio" in stderr and "lo <= hi" in stderr
+
+
+def test_unknown_method_suggests_the_nearest(tmp_path):
+    stderr = sweep_fails_cleanly(tmp_path, write(tmp_path, {**BASE, "method": "classic_augmentaton"}))
+    assert "`method`" in stderr and "did you mean `classic_augmentation`" in stderr
+
+
+def test_unsafe_yaml_tag_is_refused(tmp_path):
+    text = "experiment: !!python/object/apply:os.system ['touch pwned']\nmethod: real\n"
+    stderr = sweep_fails_cleanly(tmp_path, write(tmp_path, None, text))
+    assert "unsafe YAML tag" in stderr and not (tmp_path / "pwned").exists()
+
+
+def test_search_value_outside_the_parameter_range_is_refused():
+    with pytest.raises(SpecError, match=r"search.expansion_ratio.*value 1"):
+        build_spec({**BASE, "search": {"expansion_ratio": {"int": [1, 4]}}})
+
+
+def test_set_coerces_values():
+    assert parse_set(["seeds=[0, 1]", "evaluation.lr=1e-3", "dataset.name=digits"]) == {
+        "seeds": [0, 1], "evaluation.lr": 1e-3, "dataset.name": "digits"}
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "search_spaces").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_space_validates(path, tmp_path):
+    spec = load_spec(path, environ={}, cwd=tmp_path)
+    assert spec.experiment
+
+
+def test_conditional_parameter_is_sampled_only_when_its_condition_holds():
+    search = {
+        "attention.variant": Distribution(choice=["none", "spatial", "mhsa"]),
+        "attention.heads": Distribution(int=(2, 8), when={"attention.variant": ["mhsa"]}),
+    }
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    define = DefineByRun(search)
+    seen = []
+    for _ in range(30):
+        trial = study.ask()
+        define(trial)
+        seen.append(trial.params)
+        study.tell(trial, 0.0)
+    assert all(("attention.heads" in p) == (p["attention.variant"] == "mhsa") for p in seen) and \
+        {p["attention.variant"] for p in seen} == {"none", "spatial", "mhsa"}
+
+
+def test_condition_on_a_fixed_parameter():
+    search = {"heads": Distribution(int=(2, 8), when={"variant": ["mhsa"]})}
+    trial = optuna.create_study().ask()
+    DefineByRun(search, {"variant": "none"})(trial)
+    assert trial.params == {}

@@ -1,0 +1,149 @@
+"""Sweeps on real local Ray with a real MLflow store (and a real `mlflow server`)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from conftest import REPO, run_cli
+
+pytestmark = pytest.mark.slow
+
+TINY = {"budget": {"epochs": 1}, "evaluation": {"classifier": "convnet", "width": 16, "epochs": 2, "num_eval": 1,
+                                                 "probe_every": 1},
+        "tune": {"max_concurrent": 2, "resources_per_trial": {"cpu": 1}}}
+
+
+def space(tmp_path: Path, **keys) -> Path:
+    data = {"experiment": "t", "method": "real", "dataset": {"name": "digits", "images_per_class": 5}, "seeds": [0],
+            **TINY, **keys}
+    path = tmp_path / "space.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def sweep(tmp_path: Path, path: Path, cache_dir: Path, *sets: str, uri: str | None = None, timeout: float = 600):
+    uri = uri or f"sqlite:///{tmp_path}/m.db"
+    args = ["sweep", str(path), "--set", f"tracking.uri={uri}", "--set", f"cache_dir={cache_dir}"]
+    args += [a for s in sets for a in ("--set", s)]
+    return run_cli(*args, cwd=tmp_path, timeout=timeout)
+
+
+def runs(uri: str, experiment: str, kind: str) -> list:
+    client = MlflowClient(uri)
+    found = client.get_experiment_by_name(experiment)
+    return client.search_runs([found.experiment_id], f"tags.`raysynth.kind` = '{kind}'") if found else []
+
+
+def test_quickstart_sweep_records_every_trial_and_reports(tmp_path, cache_dir):
+    uri = f"sqlite:///{tmp_path}/q.db"
+    result = sweep(tmp_path, REPO / "search_spaces/quickstart.yaml", cache_dir, "tune.num_samples=4",
+                   "evaluation.epochs=2", "evaluation.num_eval=1", uri=uri)
+    assert result.returncode == 0, result.stderr[-3000:]
+    client = MlflowClient(uri)
+    parents, trials = runs(uri, "quickstart", "sweep"), runs(uri, "quickstart", "trial")
+    complete = [t for t in trials if t.info.status == "FINISHED" and {"accuracy", "cas", "fid"} <= set(t.data.metrics)
+                and "samples.png" in [a.path for a in client.list_artifacts(t.info.run_id)]
+                and t.data.tags["mlflow.parentRunId"] == parents[0].info.run_id]
+    assert len(parents) == 1 and len(complete) == len(trials) == 3
+    report = run_cli("report", "--experiment", "quickstart", "--tracking-uri", uri, "--out", str(tmp_path / "r"), cwd=tmp_path)
+    assert report.returncode == 0 and "| classic_x10 |" in report.stdout and (tmp_path / "r" / "report.png").exists()
+
+
+def test_multi_objective_search_runs(tmp_path, cache_dir):
+    path = space(tmp_path, method="classic_augmentation", params={"expansion_ratio": 2},
+                 search={"expansion_ratio": {"int": [2, 4]}},
+                 tune={**TINY["tune"], "num_samples": 3, "metric": ["accuracy", "fid"], "mode": ["max", "min"]})
+    result = sweep(tmp_path, path, cache_dir)
+    finished = [r for r in runs(f"sqlite:///{tmp_path}/m.db", "t", "trial") if r.info.status == "FINISHED"]
+    assert result.returncode == 0 and len(finished) == 3, result.stderr[-3000:]
+
+
+def test_a_failing_trial_is_recorded_and_the_sweep_completes(tmp_path, cache_dir):
+    path = space(tmp_path, method="random_subset", ablation=[
+        {"name": "ok", "params": {"images_per_class": 2}},
+        {"name": "too_many", "params": {"images_per_class": 500}},  # digits has ~125 training images per class
+    ])
+    result = sweep(tmp_path, path, cache_dir)
+    by_step = {r.data.tags["ablation_step"]: r for r in runs(f"sqlite:///{tmp_path}/m.db", "t", "trial")}
+    assert result.returncode == 0 and by_step["ok"].info.status == "FINISHED" and \
+        by_step["too_many"].info.status == "FAILED" and "training images" in by_step["too_many"].data.tags["error"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def mlflow_server(tmp_path):
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{tmp_path}/server.db",
+         "--artifacts-destination", str(tmp_path / "server-artifacts"), "--host", "127.0.0.1", "--port", str(port),
+         "--workers", "1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(f"{url}/health", timeout=2)
+            break
+        except OSError:
+            time.sleep(1)
+    else:
+        os.killpg(server.pid, signal.SIGKILL)
+        pytest.fail("mlflow server did not start")
+    yield url
+    os.killpg(server.pid, signal.SIGTERM)
+    server.wait(timeout=30)
+
+
+def test_sweep_logs_to_an_mlflow_server(tmp_path, cache_dir, mlflow_server):
+    path = space(tmp_path, ablation=[{"name": "real", "method": "real"},
+                                     {"name": "classic", "method": "classic_augmentation", "params": {"expansion_ratio": 2}}])
+    result = sweep(tmp_path, path, cache_dir, uri=mlflow_server)
+    trials = runs(mlflow_server, "t", "trial")
+    artifacts = {a.path for t in trials for a in MlflowClient(mlflow_server).list_artifacts(t.info.run_id)}
+    assert result.returncode == 0 and len(trials) == 2 and all(t.info.status == "FINISHED" for t in trials) \
+        and "samples.png" in artifacts, result.stderr[-3000:]
+
+
+def test_an_interrupted_sweep_resumes_without_rerunning_or_duplicating(tmp_path, cache_dir):
+    steps = [{"name": f"x{ratio}", "method": "classic_augmentation", "params": {"expansion_ratio": ratio}} for ratio in range(2, 7)]
+    path = space(tmp_path, ablation=steps, evaluation={**TINY["evaluation"], "epochs": 15},
+                 tune={**TINY["tune"], "max_concurrent": 1})
+    uri = f"sqlite:///{tmp_path}/m.db"
+    args = [sys.executable, "-m", "raysynth.cli", "sweep", str(path), "--set", f"tracking.uri={uri}", "--set", f"cache_dir={cache_dir}"]
+    log = tmp_path / "driver.log"
+    with open(log, "w") as stderr:
+        driver = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True)
+    deadline = time.monotonic() + 300
+    finished_before: set[str] = set()
+    while time.monotonic() < deadline and len(finished_before) < 2:
+        time.sleep(1)
+        if "Ray:" in log.read_text():  # the driver has created the store; reading it now cannot race its creation
+            finished_before = {r.data.tags["raysynth.key"] for r in runs(uri, "t", "trial") if r.info.status == "FINISHED"}
+    os.killpg(driver.pid, signal.SIGKILL)  # the driver and the local Ray it started
+    driver.wait()
+    assert 2 <= len(finished_before) < len(steps), "the sweep must be interrupted mid-run"
+
+    result = run_cli("sweep", str(path), "--resume", "--set", f"tracking.uri={uri}", "--set", f"cache_dir={cache_dir}", cwd=tmp_path)
+    trials = runs(uri, "t", "trial")
+    keys = [t.data.tags["raysynth.key"] for t in trials]
+    client = MlflowClient(uri)
+    rerun = [t for t in trials if t.data.tags["raysynth.key"] in finished_before
+             and len(client.get_metric_history(t.info.run_id, "attempt")) != 1]
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert len(keys) == len(set(keys)) == len(steps) and all(t.info.status == "FINISHED" for t in trials) and not rerun
+    assert len(runs(uri, "t", "sweep")) == 1
