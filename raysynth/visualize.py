@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from torchvision.utils import save_image
 
 from raysynth.data import Split
 from raysynth.methods import SyntheticSet
@@ -22,6 +21,8 @@ def save_sample_grid(synthetic: SyntheticSet, split: Split, path: Path, per_clas
         if len(members):
             row[: len(members)] = dataset.denormalize(members)
         rows.append(row)
+    from torchvision.utils import save_image  # imported on use: torchvision takes seconds to import
+
     path.parent.mkdir(parents=True, exist_ok=True)
     scale = max(1, 32 // dataset.image_size)  # 8 px digits are upscaled so the grid is legible
     grid = torch.cat(rows)

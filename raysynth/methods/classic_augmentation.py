@@ -4,7 +4,6 @@ a torchvision.transforms.v2 policy suited to the dataset (no flips for digits)."
 from __future__ import annotations
 
 import torch
-import torchvision.transforms.v2 as T
 from pydantic import Field
 
 from raysynth.methods.base import Budget, Intent, Method, Params, Report, SyntheticSet, register_method
@@ -14,8 +13,10 @@ class ClassicAugmentationParams(Params):
     expansion_ratio: int = Field(10, ge=2, description="size of real + augmented set over the few-shot set's size")
 
 
-def augmentation_policy(dataset_name: str, image_size: int) -> T.Transform:
+def augmentation_policy(dataset_name: str, image_size: int):
     """The classic policy: small affine jitter; flips where they keep the label; crops and colour for CIFAR."""
+    import torchvision.transforms.v2 as T  # imported on use: torchvision takes seconds to import
+
     if dataset_name in ("digits", "mnist"):
         return T.RandomAffine(degrees=10, translate=(0.1, 0.1), scale=(0.9, 1.1), shear=5)
     if dataset_name == "fashion-mnist":

@@ -155,8 +155,10 @@ def _run_group(spec: SweepSpec, group: TrialGroup, context, datasets, resume: bo
         tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=False, restart_errored=False)
     else:
         if spec.tune.scheduler.kind == "asha":
+            # max_t one past the last probe: ASHA stops a trial that reaches max_t, and a trial that
+            # survived every rung must go on to its final evaluation
             scheduler = ASHAScheduler(time_attr="probe/epoch", metric="probe/accuracy", mode="max",
-                                      max_t=spec.evaluation.epochs, grace_period=spec.tune.scheduler.grace_period,
+                                      max_t=spec.evaluation.epochs + 1, grace_period=spec.tune.scheduler.grace_period,
                                       reduction_factor=spec.tune.scheduler.reduction_factor)
         else:
             scheduler = FIFOScheduler()

@@ -114,7 +114,7 @@ def train_trial(config: dict[str, Any], *, context: SweepContext, datasets: Mapp
     logger = TrialLogger(tracker, context.experiment_id, run_id, key, tags)
     try:
         metrics = run_trial(spec, datasets[spec.dataset.name], logger, log=_log)
-    except BaseException as error:
+    except Exception as error:  # not BaseException: Ray stops a trial (ASHA) with SystemExit; the driver closes it
         logger.fail_open_seed_runs(error)
         tracker.fail(run_id, error)
         raise
