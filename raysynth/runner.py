@@ -7,7 +7,6 @@ told to an observer (progress metrics, each seed's result), which the caller map
 from __future__ import annotations
 
 import math
-from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Protocol
 
@@ -79,6 +78,22 @@ def aggregate(per_seed: list[dict[str, float]]) -> dict[str, float]:
     return result
 
 
+class MethodReporter:
+    """The ``report`` callback a method gets: checks the losses are finite, then passes them on as ``train/*``."""
+
+    def __init__(self, method: str, seed: int, observer: TrialObserver, log: Callable[[str], None],
+                 next_step: Callable[[], int]):
+        self.method, self.seed, self.observer, self.log, self.next_step = method, seed, observer, log, next_step
+
+    def __call__(self, epoch: int, **metrics: float) -> None:
+        bad = {k: v for k, v in metrics.items() if not math.isfinite(float(v))}
+        if bad:
+            raise NonFiniteLossError(f"method `{self.method}` loss became non-finite at epoch {epoch}: {bad}")
+        self.observer.on_progress(self.seed, self.next_step(),
+                                  {"train/epoch": float(epoch), **{f"train/{k}": float(v) for k, v in metrics.items()}})
+        self.log(f"[{self.method} seed {self.seed}] epoch {epoch}: " + ", ".join(f"{k} {float(v):.4g}" for k, v in metrics.items()))
+
+
 def run_trial(spec: SweepSpec, dataset: ImageDataset, observer: TrialObserver,
               log: Callable[[str], None] = lambda message: None, seeds: list[int] | None = None) -> dict[str, float]:
     """Runs ``spec`` (one configuration) over its seeds and returns the metrics averaged over seeds."""
@@ -86,23 +101,18 @@ def run_trial(spec: SweepSpec, dataset: ImageDataset, observer: TrialObserver,
     params = spec.method_params()
     device = resolve_device(spec.device)
     per_seed = []
-    step = 0
+    counter = iter(range(1, 1 << 62))
+
+    def next_step() -> int:  # one monotonic step across seeds, for metric histories and ASHA
+        return next(counter)
+
     for index, seed in enumerate(seeds if seeds is not None else spec.seeds):
         split = make_split(dataset, spec.dataset.images_per_class, seed)
 
-        def report(epoch: int, **metrics: float) -> None:
-            nonlocal step
-            bad = {k: v for k, v in metrics.items() if not math.isfinite(float(v))}
-            if bad:
-                raise NonFiniteLossError(f"method `{spec.method}` loss became non-finite at epoch {epoch}: {bad}")
-            step += 1
-            observer.on_progress(seed, step, {"train/epoch": float(epoch), **{f"train/{k}": float(v) for k, v in metrics.items()}})
-            log(f"[{spec.method} seed {seed}] epoch {epoch}: " + ", ".join(f"{k} {float(v):.4g}" for k, v in metrics.items()))
+        report = MethodReporter(spec.method, seed, observer, log, next_step)
 
         def on_metrics(metrics: dict[str, float]) -> None:
-            nonlocal step
-            step += 1
-            observer.on_progress(seed, step, metrics)
+            observer.on_progress(seed, next_step(), metrics)
 
         log(f"[{spec.method} seed {seed}] fitting on {len(split.fewshot[1])} images of {dataset.name} "
             f"({spec.budget.epochs} epochs, {device.type})")

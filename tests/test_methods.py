@@ -25,3 +25,17 @@ def test_classic_augmentation_grows_the_set_without_copies(digits):
     real = split.fewshot[0]
     identical = (images.unsqueeze(1) - real.unsqueeze(0)).flatten(2).abs().amax(-1).min(dim=1).values < 1e-6
     assert len(images) == 4 * 40 and torch.bincount(labels).tolist() == [16] * 10 and not identical.any()
+
+
+def test_a_non_finite_loss_fails_the_trial():
+    from raysynth.errors import NonFiniteLossError
+    from raysynth.runner import MethodReporter
+
+    class Observer:
+        def on_progress(self, seed, step, metrics):
+            pass
+
+    report = MethodReporter("m", 0, Observer(), lambda message: None, lambda: 1)
+    report(1, loss=0.5)
+    with pytest.raises(NonFiniteLossError, match="epoch 2"):
+        report(2, loss=float("nan"))
