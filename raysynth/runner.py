@@ -13,6 +13,7 @@ from typing import Callable, Protocol
 import numpy as np
 import torch
 
+from raysynth.checkpointing import Checkpointer, MethodCheckpoint
 from raysynth.data import ImageDataset, Split, load_dataset, make_split
 from raysynth.errors import NonFiniteLossError, RaysynthError
 from raysynth.evaluation import ClassifierProtocol, EvaluationSettings, Evaluator
@@ -95,35 +96,54 @@ class MethodReporter:
 
 
 def run_trial(spec: SweepSpec, dataset: ImageDataset, observer: TrialObserver,
-              log: Callable[[str], None] = lambda message: None, seeds: list[int] | None = None) -> dict[str, float]:
-    """Runs ``spec`` (one configuration) over its seeds and returns the metrics averaged over seeds."""
+              log: Callable[[str], None] = lambda message: None, checkpointer: Checkpointer | None = None) -> dict[str, float]:
+    """Runs ``spec`` (one configuration) over its seeds and returns the metrics averaged over seeds.
+
+    With a ``checkpointer`` whose state came from an interrupted run, finished seeds are not run
+    again, a finished fit is not repeated, and the evaluation continues from its last snapshot.
+    """
+    checkpointer = checkpointer or Checkpointer()
+    state = checkpointer.state
     method_cls = METHODS.get(spec.method)
     params = spec.method_params()
     device = resolve_device(spec.device)
     per_seed = []
-    counter = iter(range(1, 1 << 62))
 
-    def next_step() -> int:  # one monotonic step across seeds, for metric histories and ASHA
-        return next(counter)
+    def next_step() -> int:  # one monotonic step across seeds and restarts, for metric histories and ASHA
+        state.step += 1
+        return state.step
 
-    for index, seed in enumerate(seeds if seeds is not None else spec.seeds):
+    for index, seed in enumerate(spec.seeds):
+        if seed in state.seeds_done:
+            log(f"[{spec.method} seed {seed}] finished before the restart")
+            per_seed.append(state.seeds_done[seed])
+            continue
         split = make_split(dataset, spec.dataset.images_per_class, seed)
-
-        report = MethodReporter(spec.method, seed, observer, log, next_step)
-
-        def on_metrics(metrics: dict[str, float]) -> None:
-            observer.on_progress(seed, next_step(), metrics)
-
-        log(f"[{spec.method} seed {seed}] fitting on {len(split.fewshot[1])} images of {dataset.name} "
-            f"({spec.budget.epochs} epochs, {device.type})")
-        synthetic = method_cls(params).fit(split, Budget(spec.budget.epochs, device, seed), report)
-        check_synthetic(synthetic, split, spec.method)
+        if seed in state.synthetic:
+            images, labels, info = state.synthetic[seed]
+            synthetic = SyntheticSet(images, labels, info)
+            log(f"[{spec.method} seed {seed}] synthetic set restored from the checkpoint")
+        else:
+            report = MethodReporter(spec.method, seed, observer, log, next_step)
+            log(f"[{spec.method} seed {seed}] fitting on {len(split.fewshot[1])} images of {dataset.name} "
+                f"({spec.budget.epochs} epochs, {device.type})")
+            budget = Budget(spec.budget.epochs, device, seed, MethodCheckpoint(checkpointer, seed))
+            synthetic = method_cls(params).fit(split, budget, report)
+            check_synthetic(synthetic, split, spec.method)
+            state.synthetic[seed] = (synthetic.images.detach().cpu(), synthetic.labels.cpu(), dict(synthetic.info))
+            state.method.pop(seed, None)
+            checkpointer.checkpoint()
         log(f"[{spec.method} seed {seed}] {len(synthetic.labels)} synthetic images; evaluating")
         evaluator = Evaluator(evaluation_settings(spec, probe=index == 0), split, device=device,
-                              cache_dir=Path(spec.cache_dir), log=log, on_metrics=on_metrics)
+                              cache_dir=Path(spec.cache_dir), log=log, checkpointer=checkpointer,
+                              on_metrics=lambda metrics, seed=seed: observer.on_progress(seed, next_step(), metrics))
         metrics = evaluator.evaluate(synthetic, method_cls.intent)
         log(f"[{spec.method} seed {seed}] accuracy {metrics['accuracy']:.2f} % (baseline {metrics['baseline_accuracy']:.2f} %), "
             f"cas {metrics['cas']:.2f} %, fid {metrics['fid']:.3g}")
         observer.on_seed_end(seed, metrics, synthetic, split)
+        state.seeds_done[seed] = metrics
+        state.synthetic.pop(seed, None)
+        state.evaluations.clear()  # keyed by content and seed: nothing of this seed is needed again
+        checkpointer.checkpoint()
         per_seed.append(metrics)
     return aggregate(per_seed)

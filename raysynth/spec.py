@@ -54,7 +54,8 @@ class EvaluationSpec(Strict):
 
 class ResourcesSpec(Strict):
     cpu: float = Field(1, gt=0)
-    gpu: float = Field(0, ge=0)
+    gpu: float = Field(0, ge=0, description="fractional values pack several trials on one GPU")
+    custom: dict[str, float] = Field(default_factory=dict, description="Ray custom resources, e.g. {spot_worker: 1}")
 
 
 class SchedulerSpec(Strict):
@@ -69,7 +70,8 @@ class TuneSpec(Strict):
     mode: Literal["max", "min"] | list[Literal["max", "min"]] = "max"
     max_concurrent: int = Field(2, ge=1)
     resources_per_trial: ResourcesSpec = ResourcesSpec()
-    max_failures: int = Field(0, ge=0, description="retries of a failed trial")
+    max_failures: int = Field(2, ge=0, description="restarts of a trial whose worker died or that raised, from its last checkpoint")
+    checkpoint_every: int = Field(10, ge=0, description="checkpoint the evaluation every N classifier epochs; 0: only between phases")
     storage: str | None = Field(None, description="Tune storage path (local folder or s3://...); default ./ray_results")
     scheduler: SchedulerSpec = SchedulerSpec()
     sampler: Literal["tpe", "nsga2", "random"] | None = Field(None, description="None: TPE, NSGA-II for several metrics")

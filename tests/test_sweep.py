@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -80,48 +78,9 @@ def test_a_failing_trial_is_recorded_and_the_sweep_completes(tmp_path, cache_dir
         by_step["too_many"].info.status == "FAILED" and "training images" in by_step["too_many"].data.tags["error"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-def mlflow_server(tmp_path):
-    port = _free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{tmp_path}/server.db",
-         "--artifacts-destination", str(tmp_path / "server-artifacts"), "--host", "127.0.0.1", "--port", str(port),
-         "--workers", "1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(f"{url}/health", timeout=2)
-            break
-        except OSError:
-            time.sleep(1)
-    else:
-        os.killpg(server.pid, signal.SIGKILL)
-        pytest.fail("mlflow server did not start")
-    yield url
-    os.killpg(server.pid, signal.SIGTERM)
-    server.wait(timeout=30)
-
-
-def test_sweep_logs_to_an_mlflow_server(tmp_path, cache_dir, mlflow_server):
-    path = space(tmp_path, ablation=[{"name": "real", "method": "real"},
-                                     {"name": "classic", "method": "classic_augmentation", "params": {"expansion_ratio": 2}}])
-    result = sweep(tmp_path, path, cache_dir, uri=mlflow_server)
-    trials = runs(mlflow_server, "t", "trial")
-    artifacts = {a.path for t in trials for a in MlflowClient(mlflow_server).list_artifacts(t.info.run_id)}
-    assert result.returncode == 0 and len(trials) == 2 and all(t.info.status == "FINISHED" for t in trials) \
-        and "samples.png" in artifacts, result.stderr[-3000:]
-
-
 def test_an_interrupted_sweep_resumes_without_rerunning_or_duplicating(tmp_path, cache_dir):
-    steps = [{"name": f"x{ratio}", "method": "classic_augmentation", "params": {"expansion_ratio": ratio}} for ratio in range(2, 7)]
-    path = space(tmp_path, ablation=steps, evaluation={**TINY["evaluation"], "epochs": 15},
+    steps = [{"name": f"x{ratio}", "method": "classic_augmentation", "params": {"expansion_ratio": ratio}} for ratio in range(2, 6)]
+    path = space(tmp_path, ablation=steps, evaluation={**TINY["evaluation"], "epochs": 10},
                  tune={**TINY["tune"], "max_concurrent": 1})
     uri = f"sqlite:///{tmp_path}/m.db"
     args = [sys.executable, "-m", "raysynth.cli", "sweep", str(path), "--set", f"tracking.uri={uri}", "--set", f"cache_dir={cache_dir}"]

@@ -11,6 +11,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from raysynth.checkpointing import Checkpointer
 from raysynth.data.splits import Split
 from raysynth.evaluation.fid import FID_BACKENDS, FidContext, fid_between, file_lock
 from raysynth.evaluation.protocol import ClassifierProtocol, test_accuracy, train_classifier
@@ -48,10 +49,14 @@ class Evaluator:
     """
 
     def __init__(self, settings: EvaluationSettings, split: Split, *, device: torch.device, cache_dir: Path,
-                 log: Callable[[str], None] = lambda message: None, on_metrics: MetricsCallback = lambda m: None):
+                 log: Callable[[str], None] = lambda message: None, on_metrics: MetricsCallback = lambda m: None,
+                 checkpointer: Checkpointer | None = None):
         self.settings, self.split, self.device, self.cache_dir = settings, split, device, cache_dir
         self.log, self.on_metrics = log, on_metrics
-        self._memo: dict[str, tuple[float, float]] = {}
+        # finished accuracies and the classifier in training, per training set: a memo within the
+        # trial, and, saved with the trial's checkpoints, the evaluation's progress
+        self.checkpointer = checkpointer or Checkpointer()
+        self.progress = self.checkpointer.state.evaluations
 
     def accuracy(self, name: str, images: torch.Tensor, labels: torch.Tensor, *, persist: bool = False,
                  probe: bool = False) -> tuple[float, float]:
@@ -60,25 +65,33 @@ class Evaluator:
         key = _content_key(images, labels, {"protocol": settings.protocol.cache_key(), "num_eval": settings.num_eval,
                                             "seed": self.split.seed, "dataset": self.split.dataset.name,
                                             "test": len(self.split.test[1])})
-        if key in self._memo:
-            return self._memo[key]
+        record = self.progress.setdefault(key, {"accuracies": [], "partial": None})
         path = self.cache_dir / "accuracy" / f"{key}.json"
-        if persist and path.exists():
+        if persist and not record["accuracies"] and path.exists():
             cached = json.loads(path.read_text())
             self.log(f"[eval {name}] cached: {cached['mean']:.2f} ± {cached['std']:.2f} %")
-            self._memo[key] = (cached["mean"], cached["std"])
-            return self._memo[key]
+            record["accuracies"] = list(cached["runs"])
         test_images, test_labels = self.split.test
-        accuracies = []
-        for index in range(settings.num_eval):
-            callback = self._epoch_callback(name, index, probe and index == 0)
+        for index in range(len(record["accuracies"]), settings.num_eval):
+            partial = record["partial"] if record["partial"] and record["partial"]["index"] == index else None
+            if partial is not None:
+                self.log(f"[eval {name}] classifier {index + 1}/{settings.num_eval}: resuming at epoch {partial['epoch']}")
+
+            def on_snapshot(epoch: int, make_snapshot, index: int = index) -> None:
+                if self.checkpointer.due(epoch):
+                    record["partial"] = {"index": index, **make_snapshot()}
+                    self.checkpointer.checkpoint()
+
             model = train_classifier(images, labels, num_classes=self.split.num_classes, protocol=settings.protocol,
-                                     seed=self.split.seed * 1000 + index, device=self.device, on_epoch=callback)
-            accuracies.append(100.0 * test_accuracy(model, test_images, test_labels, self.device))
-            self.log(f"[eval {name}] classifier {index + 1}/{settings.num_eval}: {accuracies[-1]:.2f} %")
+                                     seed=self.split.seed * 1000 + index, device=self.device,
+                                     on_epoch=self._epoch_callback(name, index, probe and index == 0),
+                                     resume=partial, on_snapshot=on_snapshot if self.checkpointer.save else None)
+            record["accuracies"].append(100.0 * test_accuracy(model, test_images, test_labels, self.device))
+            record["partial"] = None
+            self.log(f"[eval {name}] classifier {index + 1}/{settings.num_eval}: {record['accuracies'][-1]:.2f} %")
+        accuracies = record["accuracies"]
         result = (float(np.mean(accuracies)), float(np.std(accuracies)))
-        self._memo[key] = result
-        if persist:
+        if persist and not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
             temporary = path.with_suffix(f".{id(self)}.tmp")
             temporary.write_text(json.dumps({"mean": result[0], "std": result[1], "runs": accuracies}))

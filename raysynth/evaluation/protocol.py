@@ -53,8 +53,14 @@ def build_seeded(protocol: ClassifierProtocol, *, channels: int, num_classes: in
 
 
 def train_classifier(images: torch.Tensor, labels: torch.Tensor, *, num_classes: int, protocol: ClassifierProtocol,
-                     seed: int, device: torch.device, on_epoch: EpochCallback | None = None) -> nn.Module:
-    """Trains one classifier of ``protocol`` on ``images``/``labels`` and returns it in eval mode."""
+                     seed: int, device: torch.device, on_epoch: EpochCallback | None = None,
+                     resume: dict | None = None,
+                     on_snapshot: Callable[[int, Callable[[], dict]], None] | None = None) -> nn.Module:
+    """Trains one classifier of ``protocol`` on ``images``/``labels`` and returns it in eval mode.
+
+    ``on_snapshot(epoch, make_snapshot)`` is called after every epoch but the last; ``make_snapshot()``
+    returns the full training state, and passing it back as ``resume`` continues the run exactly.
+    """
     model = build_seeded(protocol, channels=images.shape[1], num_classes=num_classes, image_size=images.shape[-1], seed=seed)
     # channels_last: faster convolutions on CUDA and, measured here, ~3 % on CPU (oneDNN) as well
     memory_format = torch.channels_last
@@ -65,9 +71,16 @@ def train_classifier(images: torch.Tensor, labels: torch.Tensor, *, num_classes:
                                 weight_decay=protocol.weight_decay)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=[max(1, protocol.epochs // 2)], gamma=0.1)
     generator = torch.Generator().manual_seed(seed + 1)
+    first_epoch = 1
+    if resume is not None:
+        model.load_state_dict(resume["model"])
+        optimizer.load_state_dict(resume["optimizer"])
+        scheduler.load_state_dict(resume["scheduler"])
+        generator.set_state(resume["generator"])
+        first_epoch = resume["epoch"] + 1
     n = len(labels)
     model.train()
-    for epoch in range(1, protocol.epochs + 1):
+    for epoch in range(first_epoch, protocol.epochs + 1):
         order = torch.randperm(n, generator=generator).to(device)
         total_loss = torch.zeros((), device=device)
         for start in range(0, n, protocol.batch_size):
@@ -84,6 +97,10 @@ def train_classifier(images: torch.Tensor, labels: torch.Tensor, *, num_classes:
         scheduler.step()
         if on_epoch is not None:
             on_epoch(epoch, float(total_loss) / n, model)
+        if on_snapshot is not None and epoch < protocol.epochs:
+            on_snapshot(epoch, lambda: {"epoch": epoch, "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+                                        "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                                        "generator": generator.get_state()})
     return model.eval()
 
 

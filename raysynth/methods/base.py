@@ -10,6 +10,7 @@ from typing import Callable, ClassVar, Protocol
 import torch
 from pydantic import BaseModel, ConfigDict
 
+from raysynth.checkpointing import MethodCheckpoint
 from raysynth.data.splits import Split
 from raysynth.registry import Registry
 
@@ -34,11 +35,17 @@ class NoParams(Params):
 
 @dataclass(frozen=True)
 class Budget:
-    """What a method may spend: training epochs, the device, and the seed of its randomness."""
+    """What a method may spend: training epochs, the device, and the seed of its randomness.
+
+    ``checkpoint`` (when the caller keeps checkpoints): ``checkpoint.load()`` returns the state the
+    method saved last (None on a fresh start), ``checkpoint.save(state)`` keeps a new one; a method
+    that trains for many epochs saves once per epoch so a lost trial resumes mid-training.
+    """
 
     epochs: int
     device: torch.device
     seed: int
+    checkpoint: "MethodCheckpoint | None" = None
 
 
 class Report(Protocol):

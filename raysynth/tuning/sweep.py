@@ -127,10 +127,18 @@ def _init_ray(address: str | None, log: Callable[[str], None]) -> None:
     os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
     if ray.is_initialized():
         return
+    # trials retry MLflow calls themselves (and buffer metrics); the client's own long HTTP retries
+    # would freeze a trial for minutes while a tracking server restarts
+    env_vars = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
+                "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
+    for name in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN"):
+        if os.environ.get(name):  # basic auth for the tracking server, passed on to the workers, never logged
+            env_vars[name] = os.environ[name]
+    runtime_env = {"env_vars": env_vars}
     if address:
-        ray.init(address=address, log_to_driver=True)
+        ray.init(address=address, log_to_driver=True, runtime_env=runtime_env)
     else:
-        ray.init(include_dashboard=False, log_to_driver=True)
+        ray.init(include_dashboard=False, log_to_driver=True, runtime_env=runtime_env)
     log(f"Ray: {ray.cluster_resources()}")
 
 
@@ -147,7 +155,7 @@ def _run_group(spec: SweepSpec, group: TrialGroup, context, datasets, resume: bo
     trainable = tune.with_resources(
         tune.with_parameters(train_trial, context=context, datasets=datasets, group=group.name,
                              step=group.step_names[0] if group.search_spec is not None else None),
-        {"cpu": resources.cpu, "gpu": resources.gpu},
+        {"cpu": resources.cpu, "gpu": resources.gpu, **resources.custom},
     )
     path = f"{storage}/{group.name}"
     if resume and tune.Tuner.can_restore(path):

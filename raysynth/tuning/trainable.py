@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Mapping
 
+import ray
 import torch
 import yaml
 from ray import tune
 
+from raysynth.checkpointing import Checkpointer, TrialState
 from raysynth.data import ImageDataset, Split
 from raysynth.methods import SyntheticSet
 from raysynth.runner import run_trial
@@ -50,26 +52,46 @@ def _log(message: str) -> None:
 
 
 class TrialLogger:
-    """Maps the runner's events to Tune reports and MLflow runs (one per seed)."""
+    """Maps the runner's events to Tune reports and MLflow runs (one per seed).
+
+    Training curves are buffered: while the tracking server is unreachable the trial keeps training
+    and the buffer grows; it is flushed at the next chance, and patiently at the end of each seed.
+    """
 
     def __init__(self, tracker: Tracker, experiment_id: str, trial_run_id: str, key: str, tags: dict[str, str]):
         self.tracker, self.experiment_id, self.trial_run_id, self.key, self.tags = tracker, experiment_id, trial_run_id, key, tags
+        self.impatient = replace(tracker, retry_seconds=0, log=lambda message: None)
+        self.pending: list[tuple[int, dict[str, float], int]] = []
         self.seed_runs: dict[int, str] = {}
         self.grids: dict[int, Path] = {}
         self.folder = Path(tempfile.mkdtemp(prefix="raysynth-trial-"))
 
-    def seed_run(self, seed: int) -> str:
+    def flush(self, patient: bool) -> None:
+        while self.pending:
+            seed, metrics, step = self.pending[0]
+            try:
+                tracker = self.tracker if patient else self.impatient
+                tracker.log_metrics(self.seed_run(seed, tracker), metrics, step)
+            except Exception:
+                if patient:
+                    raise
+                return
+            self.pending.pop(0)
+
+    def seed_run(self, seed: int, tracker: Tracker | None = None) -> str:
         if seed not in self.seed_runs:
-            run = self.tracker.open_run(self.experiment_id, f"{self.key}:seed{seed}", name=f"seed {seed}", kind="seed",
+            run = (tracker or self.tracker).open_run(self.experiment_id, f"{self.key}:seed{seed}", name=f"seed {seed}", kind="seed",
                                         tags={**self.tags, "seed": str(seed)}, parent_run_id=self.trial_run_id)
             self.seed_runs[seed] = run.info.run_id
         return self.seed_runs[seed]
 
     def on_progress(self, seed: int, step: int, metrics: dict[str, float]) -> None:
-        self.tracker.log_metrics(self.seed_run(seed), metrics, step)
+        self.pending.append((seed, metrics, step))
+        self.flush(patient=False)
         tune.report({**metrics, "seed": seed})
 
     def on_seed_end(self, seed: int, metrics: dict[str, float], synthetic: SyntheticSet, split: Split) -> None:
+        self.flush(patient=True)
         run_id = self.seed_run(seed)
         self.tracker.log_metrics(run_id, metrics)
         grid = save_sample_grid(synthetic, split, self.folder / f"samples_seed{seed}.png")
@@ -95,6 +117,7 @@ def train_trial(config: dict[str, Any], *, context: SweepContext, datasets: Mapp
 
     tracker = context.tracker()
     key = trial_key(context.sweep_id, group, tune.get_context().get_trial_id())
+    node_id = ray.get_runtime_context().get_node_id()
     tags = {"method": spec.method, "dataset": spec.dataset.name, "sweep_id": context.sweep_id,
             "git_commit": context.git_commit, "trial_id": tune.get_context().get_trial_id()}
     if context.ladder:
@@ -107,13 +130,21 @@ def train_trial(config: dict[str, Any], *, context: SweepContext, datasets: Mapp
         return
     attempts = len(tracker.client.get_metric_history(run_id, "attempt"))
     tracker.log_metrics(run_id, {"attempt": attempts + 1}, step=attempts + 1)
+    history = run.data.tags.get("node_history", "")
+    tracker.set_tags(run_id, {"node_id": node_id, "node_history": f"{history} {node_id}".strip()})
     data = redact(spec.to_data())
     tracker.log_params(run_id, {**flatten(data), "seeds": spec.seeds})
-    tracker.log_text(run_id, yaml.safe_dump(data, sort_keys=False), "config.yaml")
+    if attempts == 0:
+        tracker.log_text(run_id, yaml.safe_dump(data, sort_keys=False), "config.yaml")
 
+    checkpointer = Checkpointer(_restored_state(), _save_to_tune, spec.tune.checkpoint_every)
+    if checkpointer.state.step > 0:
+        _log(f"[trial] restored from a checkpoint at step {checkpointer.state.step}")
+        tracker.log_metrics(run_id, {"restored_from_step": checkpointer.state.step}, step=attempts + 1)
     logger = TrialLogger(tracker, context.experiment_id, run_id, key, tags)
     try:
-        metrics = run_trial(spec, datasets[spec.dataset.name], logger, log=_log)
+        metrics = run_trial(spec, datasets[spec.dataset.name], logger, log=_log, checkpointer=checkpointer)
+        logger.flush(patient=True)
     except Exception as error:  # not BaseException: Ray stops a trial (ASHA) with SystemExit; the driver closes it
         logger.fail_open_seed_runs(error)
         tracker.fail(run_id, error)
@@ -123,6 +154,20 @@ def train_trial(config: dict[str, Any], *, context: SweepContext, datasets: Mapp
     tracker.log_artifact(run_id, first_grid.rename(first_grid.with_name("samples.png")))
     tracker.finish(run_id)
     tune.report(metrics)
+
+
+def _restored_state() -> TrialState:
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is None:
+        return TrialState()
+    with checkpoint.as_directory() as folder:
+        return TrialState.read(Path(folder))
+
+
+def _save_to_tune(state: TrialState) -> None:
+    with tempfile.TemporaryDirectory(prefix="raysynth-checkpoint-") as folder:
+        state.write(Path(folder))
+        tune.report({"checkpoint/step": state.step}, checkpoint=tune.Checkpoint.from_directory(folder))
 
 
 def _run_name(step: str | None, sampled: Mapping[str, Any], ladder: bool) -> str:
