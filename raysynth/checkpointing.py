@@ -8,6 +8,7 @@ Saving it somewhere (a Tune checkpoint) is the caller's business: the runner onl
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -38,19 +39,21 @@ class TrialState:
 
 @dataclass
 class Checkpointer:
-    """Holds the state and asks ``save`` to persist it at most every ``every_epochs`` classifier epochs."""
+    """Holds the state and asks ``save`` to persist it: always between phases (a finished fit, a
+    finished seed), and within a phase at most once every ``interval_s`` seconds (0: at every chance)."""
 
     state: TrialState = field(default_factory=TrialState)
     save: Callable[[TrialState], None] | None = None
-    every_epochs: int = 10
-    restored: bool = False
+    interval_s: float = 60.0
+    _last: float = field(default_factory=time.monotonic)
 
     def checkpoint(self) -> None:
         if self.save is not None:
             self.save(self.state)
+            self._last = time.monotonic()
 
-    def due(self, epoch: int) -> bool:
-        return self.save is not None and self.every_epochs > 0 and epoch % self.every_epochs == 0
+    def due(self) -> bool:
+        return self.save is not None and time.monotonic() - self._last >= self.interval_s
 
 
 class MethodCheckpoint:
@@ -64,6 +67,7 @@ class MethodCheckpoint:
         return self._checkpointer.state.method.get(self._seed)
 
     def save(self, state: Any) -> None:
-        """Keeps ``state`` (tensors, dicts, numbers) and checkpoints the trial."""
+        """Keeps ``state`` (tensors, dicts, numbers); the trial is checkpointed when one is due."""
         self._checkpointer.state.method[self._seed] = state
-        self._checkpointer.checkpoint()
+        if self._checkpointer.due():
+            self._checkpointer.checkpoint()

@@ -71,7 +71,7 @@ class TuneSpec(Strict):
     max_concurrent: int = Field(2, ge=1)
     resources_per_trial: ResourcesSpec = ResourcesSpec()
     max_failures: int = Field(2, ge=0, description="restarts of a trial whose worker died or that raised, from its last checkpoint")
-    checkpoint_every: int = Field(10, ge=0, description="checkpoint the evaluation every N classifier epochs; 0: only between phases")
+    checkpoint_interval_s: float = Field(60, ge=0, description="checkpoint a trial at most this often within a phase (seconds; 0: every epoch)")
     storage: str | None = Field(None, description="Tune storage path (local folder or s3://...); default ./ray_results")
     scheduler: SchedulerSpec = SchedulerSpec()
     sampler: Literal["tpe", "nsga2", "random"] | None = Field(None, description="None: TPE, NSGA-II for several metrics")

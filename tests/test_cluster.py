@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -22,7 +24,7 @@ def space(tmp_path: Path, ablation: list[dict], epochs: int = 2, **tune) -> Path
     data = {"experiment": "c", "method": "real", "dataset": {"name": "digits", "images_per_class": 5}, "seeds": [0],
             "budget": {"epochs": 1}, "ablation": ablation,
             "evaluation": {"classifier": "convnet", "width": 32, "epochs": epochs, "num_eval": 1, "probe_every": 2},
-            "tune": {"max_concurrent": 2, "resources_per_trial": {"cpu": 1, "custom": {SLOT: 1}}, "checkpoint_every": 2,
+            "tune": {"max_concurrent": 2, "resources_per_trial": {"cpu": 1, "custom": {SLOT: 1}}, "checkpoint_interval_s": 0,
                      **tune}}
     path = tmp_path / "space.yaml"
     path.write_text(yaml.safe_dump(data))
@@ -50,12 +52,25 @@ def cluster():
     head.shutdown()
 
 
-def start_sweep(tmp_path: Path, path: Path, cache_dir: Path, uri: str, address: str | None) -> tuple[subprocess.Popen, Path]:
-    args = [sys.executable, "-m", "raysynth.cli", "sweep", str(path), "--set", f"tracking.uri={uri}",
-            "--set", f"cache_dir={cache_dir}"] + (["--address", address] if address else [])
-    log = tmp_path / "driver.log"
-    with open(log, "w") as stderr:
-        return subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=stderr), log
+@pytest.fixture
+def start_sweep(tmp_path, cache_dir):
+    """Starts `raysynth sweep` in the background; whatever a failing test leaves running is killed."""
+    drivers = []
+
+    def start(path: Path, uri: str, address: str | None) -> tuple[subprocess.Popen, Path]:
+        args = [sys.executable, "-m", "raysynth.cli", "sweep", str(path), "--set", f"tracking.uri={uri}",
+                "--set", f"cache_dir={cache_dir}"] + (["--address", address] if address else [])
+        log = tmp_path / "driver.log"
+        with open(log, "w") as stderr:
+            drivers.append(subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=stderr,
+                                            start_new_session=True))
+        return drivers[-1], log
+
+    yield start
+    for driver in drivers:
+        if driver.poll() is None:
+            os.killpg(driver.pid, signal.SIGKILL)
+            driver.wait()
 
 
 def wait_until(condition, timeout: float = 300, what: str = "condition"):
@@ -82,11 +97,11 @@ def test_trials_run_on_both_workers_and_land_in_the_tracking_server(tmp_path, ca
 
 
 @pytest.mark.slow
-def test_a_lost_worker_resumes_its_trial_from_a_checkpoint(tmp_path, cache_dir, cluster):
+def test_a_lost_worker_resumes_its_trial_from_a_checkpoint(tmp_path, cluster, start_sweep):
     head, workers = cluster
     uri = f"sqlite:///{tmp_path}/m.db"
     path = space(tmp_path, [classic(8), classic(9)], epochs=40)
-    driver, log = start_sweep(tmp_path, path, cache_dir, uri, head.address)
+    driver, log = start_sweep(path, uri, head.address)
     client = MlflowClient(uri)
     victim = workers[0]
 
@@ -112,9 +127,9 @@ def test_a_lost_worker_resumes_its_trial_from_a_checkpoint(tmp_path, cache_dir, 
 
 
 @pytest.mark.slow
-def test_a_restarting_tracking_server_loses_no_trial_and_no_metric(tmp_path, cache_dir, mlflow_server):
+def test_a_restarting_tracking_server_loses_no_trial_and_no_metric(tmp_path, mlflow_server, start_sweep):
     path = space(tmp_path, [classic(8), classic(9)], epochs=30, resources_per_trial={"cpu": 1})
-    driver, log = start_sweep(tmp_path, path, cache_dir, mlflow_server.url, None)
+    driver, log = start_sweep(path, mlflow_server.url, None)
     client = MlflowClient(mlflow_server.url)
 
     def both_training():

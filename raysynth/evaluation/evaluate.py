@@ -78,7 +78,7 @@ class Evaluator:
                 self.log(f"[eval {name}] classifier {index + 1}/{settings.num_eval}: resuming at epoch {partial['epoch']}")
 
             def on_snapshot(epoch: int, make_snapshot, index: int = index) -> None:
-                if self.checkpointer.due(epoch):
+                if self.checkpointer.due():
                     record["partial"] = {"index": index, **make_snapshot()}
                     self.checkpointer.checkpoint()
 

@@ -177,8 +177,10 @@ def _run_group(spec: SweepSpec, group: TrialGroup, context, datasets, resume: bo
         tuner = tune.Tuner(
             trainable,
             param_space=param_space,
+            # reuse_actors: a new trial reuses a finished trial's worker process instead of paying
+            # torch/mlflow imports again; trials keep no global state, so nothing leaks between them
             tune_config=tune.TuneConfig(search_alg=search_alg, scheduler=scheduler, num_samples=num_samples,
-                                        max_concurrent_trials=spec.tune.max_concurrent),
+                                        max_concurrent_trials=spec.tune.max_concurrent, reuse_actors=True),
             run_config=tune.RunConfig(
                 name=group.name, storage_path=storage,
                 failure_config=tune.FailureConfig(max_failures=spec.tune.max_failures),

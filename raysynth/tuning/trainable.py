@@ -137,7 +137,7 @@ def train_trial(config: dict[str, Any], *, context: SweepContext, datasets: Mapp
     if attempts == 0:
         tracker.log_text(run_id, yaml.safe_dump(data, sort_keys=False), "config.yaml")
 
-    checkpointer = Checkpointer(_restored_state(), _save_to_tune, spec.tune.checkpoint_every)
+    checkpointer = Checkpointer(_restored_state(), _save_to_tune, spec.tune.checkpoint_interval_s)
     if checkpointer.state.step > 0:
         _log(f"[trial] restored from a checkpoint at step {checkpointer.state.step}")
         tracker.log_metrics(run_id, {"restored_from_step": checkpointer.state.step}, step=attempts + 1)
