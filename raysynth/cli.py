@@ -80,24 +80,27 @@ def cmd_sweep(args) -> int:
     return 0
 
 
-def cmd_report(args) -> int:
-    from raysynth.report import write_report
-    from raysynth.spec import absolute_tracking_uri
+def _tracking_uri(args) -> str:
+    """--tracking-uri, else $MLFLOW_TRACKING_URI, else ./mlflow.db, as the sweep resolves it."""
     import os
 
-    uri = absolute_tracking_uri(args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db", Path.cwd())
-    markdown = write_report(args.experiment, tracking_uri=uri, out_dir=Path(args.out), log=_log)
+    from raysynth.spec import absolute_tracking_uri
+
+    return absolute_tracking_uri(args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db", Path.cwd())
+
+
+def cmd_report(args) -> int:
+    from raysynth.report import write_report
+
+    markdown = write_report(args.experiment, tracking_uri=_tracking_uri(args), out_dir=Path(args.out), log=_log)
     print(markdown)
     return 0
 
 
 def cmd_ui(args) -> int:
     from raysynth.tracking import start_ui
-    from raysynth.spec import absolute_tracking_uri
-    import os
 
-    uri = absolute_tracking_uri(args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db", Path.cwd())
-    return start_ui(uri, host=args.host, port=args.port)
+    return start_ui(_tracking_uri(args), host=args.host, port=args.port)
 
 
 def cmd_datasets(args) -> int:

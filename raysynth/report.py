@@ -64,12 +64,15 @@ def _load_sweep(tracker: Tracker, experiment: str, sweep_id: str | None):
     return parent, trials, seeds, sweep_spec
 
 
+def objective(sweep_spec: dict) -> tuple[str, str]:
+    """The (first) metric and mode the sweep optimized."""
+    metric, mode = sweep_spec["tune"]["metric"], sweep_spec["tune"]["mode"]
+    return (metric[0] if isinstance(metric, list) else metric), (mode[0] if isinstance(mode, list) else mode)
+
+
 def build_rows(trials, seeds, sweep_spec: dict) -> tuple[list[Row], bool]:
     """The report's rows, and whether they are ladder steps."""
-    metric = sweep_spec["tune"]["metric"]
-    metric = metric[0] if isinstance(metric, list) else metric
-    mode = sweep_spec["tune"]["mode"]
-    mode = mode[0] if isinstance(mode, list) else mode
+    metric, mode = objective(sweep_spec)
     search_keys = list(sweep_spec.get("search") or {})
     seeds_by_trial: dict[str, list] = {}
     for run in seeds:
@@ -111,11 +114,8 @@ def importances(trials, sweep_spec: dict) -> dict[str, float]:
     from raysynth.spec import Distribution
 
     search = {k: Distribution.model_validate(v) for k, v in (sweep_spec.get("search") or {}).items()}
-    metric = sweep_spec["tune"]["metric"]
-    metric = metric[0] if isinstance(metric, list) else metric
-    direction = "maximize" if (sweep_spec["tune"]["mode"] if isinstance(sweep_spec["tune"]["mode"], str)
-                               else sweep_spec["tune"]["mode"][0]) == "max" else "minimize"
-    study = optuna.create_study(direction=direction)
+    metric, mode = objective(sweep_spec)
+    study = optuna.create_study(direction="maximize" if mode == "max" else "minimize")
     for run in trials:
         if run.info.status != "FINISHED" or metric not in run.data.metrics:
             continue

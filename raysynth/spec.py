@@ -314,7 +314,7 @@ def _check_search(spec: SweepSpec) -> None:
     for key, distribution in spec.search.items():
         where = f"search.{key}"
         for condition_key in (distribution.when or {}):
-            if condition_key not in seen and _lookup(spec.params, condition_key) is _MISSING:
+            if condition_key not in seen and lookup(spec.params, condition_key) is MISSING:
                 raise SpecError(f"{where}.when", f"`{condition_key}` is neither an earlier search key nor a parameter of `{spec.method}`")
         for value in distribution.representative_values():
             try:
@@ -324,14 +324,15 @@ def _check_search(spec: SweepSpec) -> None:
         seen.append(key)
 
 
-_MISSING = object()
+MISSING = object()
 
 
-def _lookup(data: Mapping[str, Any], dotted: str) -> Any:
+def lookup(data: Mapping[str, Any], dotted: str) -> Any:
+    """The value at ``dotted`` in nested ``data``, or :data:`MISSING`."""
     node: Any = data
     for part in dotted.split("."):
         if not isinstance(node, Mapping) or part not in node:
-            return _MISSING
+            return MISSING
         node = node[part]
     return node
 

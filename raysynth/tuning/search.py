@@ -9,7 +9,7 @@ from typing import Any, Mapping
 import optuna
 from ray.tune.search.optuna import OptunaSearch
 
-from raysynth.spec import Distribution, SweepSpec, _lookup, _MISSING
+from raysynth.spec import Distribution, SweepSpec, lookup, MISSING
 
 
 @dataclass(frozen=True)
@@ -21,8 +21,8 @@ class DefineByRun:
 
     def condition_holds(self, when: Mapping[str, list], sampled: Mapping[str, Any]) -> bool:
         for key, allowed in when.items():
-            value = sampled[key] if key in sampled else _lookup(self.fixed_params, key)
-            if value is _MISSING or value not in allowed:
+            value = sampled[key] if key in sampled else lookup(self.fixed_params, key)
+            if value is MISSING or value not in allowed:
                 return False
         return True
 
