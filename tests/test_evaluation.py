@@ -61,3 +61,12 @@ def test_dsa_is_differentiable():
     for _ in range(6):
         dsa_augment(x, generator, ("color", "crop", "scale", "rotate")).sum().backward()
     assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+
+
+def test_inception_fid_without_its_extra_or_weights_says_how_to_get_them(digits, cache_dir):
+    from raysynth.errors import RaysynthError
+    from raysynth.evaluation.fid import FID_BACKENDS, FidContext
+
+    context = FidContext(digits, CPU, cache_dir, inception_weights=str(cache_dir / "missing-weights.pth"))
+    with pytest.raises(RaysynthError, match=r"uv sync --extra inception|inception_weights"):
+        FID_BACKENDS.get("inception")(context)
