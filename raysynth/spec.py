@@ -304,8 +304,8 @@ def build_spec(data: Mapping[str, Any], *, check_ablation: bool = True) -> Sweep
         names = [step.name for step in spec.ablation]
         if len(set(names)) != len(names):
             raise SpecError("ablation", f"step names must be unique, but got {names}")
-        for index, step in enumerate(spec.ablation):
-            step_spec(spec, index)
+        for index in range(len(spec.ablation)):
+            step_spec(spec, index)  # validates the step
     return spec
 
 
@@ -420,7 +420,7 @@ def load_spec(path: str | Path, assignments: list[str] | None = None, *, environ
     data = apply_overrides(data, parse_set(assignments or []))
     data = resolve_defaults(data, os.environ if environ is None else environ, cwd or Path.cwd())
     spec = build_spec(data)
-    for name, step in steps(spec):
+    for _, step in steps(spec):
         check_dataset_available(step)
     return spec
 

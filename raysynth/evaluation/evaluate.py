@@ -13,7 +13,7 @@ import torch
 
 from raysynth.checkpointing import Checkpointer
 from raysynth.data.splits import Split
-from raysynth.evaluation.fid import FID_BACKENDS, FidContext, fid_between, file_lock
+from raysynth.evaluation.fid import FID_BACKENDS, FidContext, fid_between
 from raysynth.evaluation.protocol import ClassifierProtocol, test_accuracy, train_classifier
 from raysynth.methods.base import Intent, SyntheticSet
 

@@ -98,7 +98,7 @@ def train_classifier(images: torch.Tensor, labels: torch.Tensor, *, num_classes:
         if on_epoch is not None:
             on_epoch(epoch, float(total_loss) / n, model)
         if on_snapshot is not None and epoch < protocol.epochs:
-            on_snapshot(epoch, lambda: {"epoch": epoch, "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+            on_snapshot(epoch, lambda epoch=epoch: {"epoch": epoch, "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
                                         "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                                         "generator": generator.get_state()})
     return model.eval()

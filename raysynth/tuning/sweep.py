@@ -19,7 +19,7 @@ import yaml
 
 from raysynth.errors import RaysynthError
 from raysynth.spec import SweepSpec, flatten, steps
-from raysynth.tracking import KEY_TAG, Tracker, git_commit, redact
+from raysynth.tracking import Tracker, git_commit, redact
 
 MAIN_STEP = "main"  # the step name of a space without an ablation ladder
 

@@ -150,8 +150,9 @@ def train_trial(config: dict[str, Any], *, context: SweepContext, datasets: Mapp
         tracker.fail(run_id, error)
         raise
     tracker.log_metrics(run_id, metrics)
-    first_grid = logger.grids[min(logger.grids)]
-    tracker.log_artifact(run_id, first_grid.rename(first_grid.with_name("samples.png")))
+    if logger.grids:  # empty when every seed finished before a restart: their grids are in the seed runs
+        first_grid = logger.grids[min(logger.grids)]
+        tracker.log_artifact(run_id, first_grid.rename(first_grid.with_name("samples.png")))
     tracker.finish(run_id)
     tune.report(metrics)
 
