@@ -79,8 +79,8 @@ def test_a_failing_trial_is_recorded_and_the_sweep_completes(tmp_path, cache_dir
 
 
 def test_an_interrupted_sweep_resumes_without_rerunning_or_duplicating(tmp_path, cache_dir):
-    steps = [{"name": f"x{ratio}", "method": "classic_augmentation", "params": {"expansion_ratio": ratio}} for ratio in range(2, 6)]
-    path = space(tmp_path, ablation=steps, evaluation={**TINY["evaluation"], "epochs": 10},
+    steps = [{"name": f"x{ratio}", "method": "classic_augmentation", "params": {"expansion_ratio": ratio}} for ratio in range(2, 8)]
+    path = space(tmp_path, ablation=steps, evaluation={**TINY["evaluation"], "epochs": 40},
                  tune={**TINY["tune"], "max_concurrent": 1})
     uri = f"sqlite:///{tmp_path}/m.db"
     args = [sys.executable, "-m", "raysynth.cli", "sweep", str(path), "--set", f"tracking.uri={uri}", "--set", f"cache_dir={cache_dir}"]
@@ -89,13 +89,13 @@ def test_an_interrupted_sweep_resumes_without_rerunning_or_duplicating(tmp_path,
         driver = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True)
     deadline = time.monotonic() + 300
     finished_before: set[str] = set()
-    while time.monotonic() < deadline and len(finished_before) < 2:
-        time.sleep(1)
+    while time.monotonic() < deadline and not finished_before:
+        time.sleep(0.25)
         if "Ray:" in log.read_text():  # the driver has created the store; reading it now cannot race its creation
             finished_before = {r.data.tags["raysynth.key"] for r in runs(uri, "t", "trial") if r.info.status == "FINISHED"}
     os.killpg(driver.pid, signal.SIGKILL)  # the driver and the local Ray it started
     driver.wait()
-    assert 2 <= len(finished_before) < len(steps), "the sweep must be interrupted mid-run"
+    assert 1 <= len(finished_before) < len(steps), "the sweep must be interrupted mid-run"
 
     result = run_cli("sweep", str(path), "--resume", "--set", f"tracking.uri={uri}", "--set", f"cache_dir={cache_dir}", cwd=tmp_path)
     trials = runs(uri, "t", "trial")
