@@ -18,6 +18,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -72,8 +73,9 @@ class Tracker:
     retry_seconds: float = 120.0
     log: Callable[[str], None] = lambda message: print(message, file=sys.stderr)
 
-    @property
+    @cached_property
     def client(self) -> MlflowClient:
+        """One client per tracker, not one per call (trials log on every epoch)."""
         return MlflowClient(tracking_uri=self.tracking_uri)
 
     def _call(self, what: str, function: Callable, *args, **kwargs):

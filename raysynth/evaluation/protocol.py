@@ -20,6 +20,9 @@ from raysynth.nets.classifiers import build_classifier
 
 EpochCallback = Callable[[int, float, nn.Module], None]
 
+# channels_last: faster convolutions on CUDA and, measured here, ~3 % on CPU (oneDNN) as well
+MEMORY_FORMAT = torch.channels_last
+
 
 @dataclass(frozen=True)
 class ClassifierProtocol:
@@ -62,10 +65,8 @@ def train_classifier(images: torch.Tensor, labels: torch.Tensor, *, num_classes:
     returns the full training state, and passing it back as ``resume`` continues the run exactly.
     """
     model = build_seeded(protocol, channels=images.shape[1], num_classes=num_classes, image_size=images.shape[-1], seed=seed)
-    # channels_last: faster convolutions on CUDA and, measured here, ~3 % on CPU (oneDNN) as well
-    memory_format = torch.channels_last
-    model = model.to(device, memory_format=memory_format)
-    images = images.to(device, memory_format=memory_format)
+    model = model.to(device, memory_format=MEMORY_FORMAT)
+    images = images.to(device, memory_format=MEMORY_FORMAT)
     labels = labels.to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=protocol.lr, momentum=protocol.momentum,
                                 weight_decay=protocol.weight_decay)
@@ -111,9 +112,8 @@ def test_accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, 
     was_training = model.training
     model.eval()
     correct = 0
-    memory_format = torch.channels_last
     for start in range(0, len(labels), batch_size):
-        x = images[start:start + batch_size].to(device, memory_format=memory_format)
+        x = images[start:start + batch_size].to(device, memory_format=MEMORY_FORMAT)
         with _autocast(device):
             predicted = model(x).argmax(dim=1)
         correct += int((predicted.cpu() == labels[start:start + batch_size]).sum())

@@ -66,11 +66,13 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, resume: bool = Fal
     from raysynth.runner import load_spec_dataset
 
     step_specs, groups = plan_groups(spec)
-    datasets = {s.dataset.name: None for s in step_specs.values()}
-    for name in datasets:  # loaded once by the driver, shared with every trial through the object store
-        datasets[name] = load_spec_dataset(next(s for s in step_specs.values() if s.dataset.name == name))
+    datasets = {}  # loaded once by the driver, shared with every trial through the object store
+    for step in step_specs.values():
+        if step.dataset.name not in datasets:
+            datasets[step.dataset.name] = load_spec_dataset(step)
 
     tracker = Tracker(spec.tracking.uri, log=log)
+    commit = git_commit(Path(__file__).resolve().parent)
     experiment_id = tracker.experiment_id(spec.experiment)
     if resume:
         sweep_id, parent_run_id = _find_interrupted_sweep(tracker, experiment_id, spec.experiment)
@@ -78,7 +80,6 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, resume: bool = Fal
         log(f"resuming sweep {sweep_id} of experiment `{spec.experiment}`")
     else:
         sweep_id = _new_sweep_id()
-        commit = git_commit(Path(__file__).resolve().parent)
         parent = tracker.open_run(experiment_id, f"sweep:{sweep_id}", name=f"sweep {sweep_id}", kind="sweep",
                                   tags={"sweep_id": sweep_id, "method": spec.method, "dataset": spec.dataset.name,
                                         "git_commit": commit, "ladder": str(bool(spec.ablation))})
@@ -92,7 +93,7 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, resume: bool = Fal
     from raysynth.tuning.trainable import SweepContext
 
     context = SweepContext(sweep_id=sweep_id, experiment_id=experiment_id, parent_run_id=parent_run_id,
-                           tracking_uri=spec.tracking.uri, git_commit=git_commit(Path(__file__).resolve().parent),
+                           tracking_uri=spec.tracking.uri, git_commit=commit,
                            ladder=bool(spec.ablation), step_specs=step_specs)
     outcome = SweepOutcome(sweep_id, parent_run_id)
     _init_ray(address, log)
