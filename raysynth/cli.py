@@ -72,10 +72,10 @@ def cmd_run(args) -> int:
 
 
 def cmd_sweep(args) -> int:
-    from raysynth.spec import load_spec
+    from raysynth.spec import load_spec, only_steps
     from raysynth.tuning.sweep import run_sweep
 
-    spec = load_spec(args.space, args.assignments)
+    spec = only_steps(load_spec(args.space, args.assignments), args.only)
     run_sweep(spec, address=args.address, resume=args.resume, log=_log)
     return 0
 
@@ -128,6 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_space_arguments(sweep)
     sweep.add_argument("--address", default=None, help="Ray address; `auto` on a cluster; default: local Ray")
     sweep.add_argument("--resume", action="store_true", help="continue the latest interrupted sweep of this experiment")
+    sweep.add_argument("--only", action="append", default=[], metavar="STEP",
+                       help="run only this ablation step (repeatable); default: the whole ladder")
     sweep.set_defaults(handler=cmd_sweep)
 
     run = verbs.add_parser("run", help="one trial in-process (no Ray); metrics as JSON on the last stdout line")

@@ -50,9 +50,11 @@ def evaluation_settings(spec: SweepSpec, *, probe: bool) -> EvaluationSettings:
                               probe_every=evaluation.probe_every if probe else 0)
 
 
-def load_spec_dataset(spec: SweepSpec) -> ImageDataset:
+def load_spec_dataset(spec: SweepSpec, name: str | None = None) -> ImageDataset:
+    """The space's dataset (or the dataset ``name``) with the space's data settings."""
     root = Path(spec.dataset.root) if spec.dataset.root else None
-    return load_dataset(spec.dataset.name, data_root=root, cache_dir=Path(spec.cache_dir), allow_download=spec.dataset.download)
+    return load_dataset(name or spec.dataset.name, data_root=root, cache_dir=Path(spec.cache_dir),
+                        allow_download=spec.dataset.download)
 
 
 def check_synthetic(synthetic: SyntheticSet, split: Split, method: str) -> None:
@@ -105,7 +107,7 @@ def run_trial(spec: SweepSpec, dataset: ImageDataset, observer: TrialObserver,
     checkpointer = checkpointer or Checkpointer()
     state = checkpointer.state
     method_cls = METHODS.get(spec.method)
-    params = spec.method_params()
+    method = method_cls(spec.method_params())
     device = resolve_device(spec.device)
     per_seed = []
 
@@ -127,8 +129,9 @@ def run_trial(spec: SweepSpec, dataset: ImageDataset, observer: TrialObserver,
             report = MethodReporter(spec.method, seed, observer, log, next_step)
             log(f"[{spec.method} seed {seed}] fitting on {len(split.fewshot[1])} images of {dataset.name} "
                 f"({spec.budget.epochs} epochs, {device.type})")
-            budget = Budget(spec.budget.epochs, device, seed, MethodCheckpoint(checkpointer, seed))
-            synthetic = method_cls(params).fit(split, budget, report)
+            budget = Budget(spec.budget.epochs, device, seed, MethodCheckpoint(checkpointer, seed),
+                            cache_dir=Path(spec.cache_dir), load_dataset=lambda name: load_spec_dataset(spec, name))
+            synthetic = method.fit(split, budget, report)
             check_synthetic(synthetic, split, spec.method)
             state.synthetic[seed] = (synthetic.images.detach().cpu(), synthetic.labels.cpu(), dict(synthetic.info))
             state.method.pop(seed, None)
@@ -137,7 +140,7 @@ def run_trial(spec: SweepSpec, dataset: ImageDataset, observer: TrialObserver,
         evaluator = Evaluator(evaluation_settings(spec, probe=index == 0), split, device=device,
                               cache_dir=Path(spec.cache_dir), log=log, checkpointer=checkpointer,
                               on_metrics=lambda metrics, seed=seed: observer.on_progress(seed, next_step(), metrics))
-        metrics = evaluator.evaluate(synthetic, method_cls.intent)
+        metrics = evaluator.evaluate(synthetic, method_cls.intent, method.references(split, seed))
         log(f"[{spec.method} seed {seed}] accuracy {metrics['accuracy']:.2f} % (baseline {metrics['baseline_accuracy']:.2f} %), "
             f"cas {metrics['cas']:.2f} %, fid {metrics['fid']:.3g}")
         observer.on_seed_end(seed, metrics, synthetic, split)

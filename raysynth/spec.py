@@ -377,6 +377,21 @@ def steps(spec: SweepSpec) -> list[tuple[str | None, SweepSpec]]:
     return [(step.name, step_spec(spec, i)) for i, step in enumerate(spec.ablation)]
 
 
+def only_steps(spec: SweepSpec, names: list[str]) -> SweepSpec:
+    """``spec`` with its ladder cut to the named steps (in the file's order); all steps when ``names`` is empty."""
+    if not names:
+        return spec
+    known = [step.name for step in spec.ablation]
+    for name in names:
+        if name not in known:
+            nearest = difflib.get_close_matches(name, known, n=1)
+            hint = f"did you mean `{nearest[0]}`? " if nearest else ""
+            raise SpecError("--only", f"no ablation step `{name}`; {hint}steps: {', '.join(known) or '(none)'}")
+    data = spec.to_data()
+    data["ablation"] = [step for step in data["ablation"] if step["name"] in names]
+    return build_spec(data)
+
+
 def with_sampled(spec: SweepSpec, sampled: Mapping[str, Any]) -> SweepSpec:
     """The spec of one trial: values Optuna sampled (dotted ``params`` keys) applied and validated."""
     data = spec.to_data()

@@ -6,7 +6,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Mapping
 
 import numpy as np
 import torch
@@ -67,7 +67,7 @@ class Evaluator:
                                             "test": len(self.split.test[1])})
         record = self.progress.setdefault(key, {"accuracies": [], "partial": None})
         path = self.cache_dir / "accuracy" / f"{key}.json"
-        if persist and not record["accuracies"] and path.exists():
+        if not record["accuracies"] and path.exists():  # content-keyed: valid whoever wrote it
             cached = json.loads(path.read_text())
             self.log(f"[eval {name}] cached: {cached['mean']:.2f} ± {cached['std']:.2f} %")
             record["accuracies"] = list(cached["runs"])
@@ -120,8 +120,10 @@ class Evaluator:
         real = self.split.test[0][: self.settings.fid_samples]
         return fid_between(space, synthetic[: self.settings.fid_samples], real)
 
-    def evaluate(self, synthetic: SyntheticSet, intent: Intent) -> dict[str, float]:
-        """The contract metrics of ``synthetic`` for a method of ``intent``."""
+    def evaluate(self, synthetic: SyntheticSet, intent: Intent,
+                 references: Mapping[str, tuple[torch.Tensor, torch.Tensor]] | None = None) -> dict[str, float]:
+        """The contract metrics of ``synthetic`` for a method of ``intent``; for each named real-derived
+        reference set also ``<name>_accuracy`` and ``gain_vs_<name>``."""
         fewshot_images, fewshot_labels = self.split.fewshot
         if intent is Intent.EXPANSION:
             train_images = torch.cat([fewshot_images, synthetic.images.cpu()])
@@ -136,8 +138,13 @@ class Evaluator:
         else:
             baseline_images, baseline_labels = fewshot_images, fewshot_labels
         baseline, baseline_std = self.accuracy("baseline", baseline_images, baseline_labels, persist=True)
+        compared = {}
+        for name, (images, labels) in (references or {}).items():
+            reference, reference_std = self.accuracy(name, images, labels, persist=True)
+            compared.update({f"{name}_accuracy": reference, f"{name}_accuracy_std": reference_std,
+                             f"gain_vs_{name}": accuracy - reference})
         fid = self.fid(synthetic.images.cpu())
-        metrics = {"accuracy": accuracy, "accuracy_std": accuracy_std, "cas": cas, "cas_std": cas_std,
+        metrics = {**compared, "accuracy": accuracy, "accuracy_std": accuracy_std, "cas": cas, "cas_std": cas_std,
                    "baseline_accuracy": baseline, "baseline_accuracy_std": baseline_std,
                    "gain": accuracy - baseline, "fid": fid, "synthetic_images": float(len(synthetic.labels))}
         metrics.update(synthetic.info)

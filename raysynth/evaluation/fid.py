@@ -11,11 +11,7 @@ Backends:
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
-import json
 import math
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Protocol
@@ -25,6 +21,7 @@ import scipy.linalg
 import torch
 
 from raysynth.data.datasets import ImageDataset
+from raysynth.diskcache import cached_state, content_key
 from raysynth.errors import RaysynthError
 from raysynth.evaluation.protocol import ClassifierProtocol, build_seeded, train_classifier
 from raysynth.registry import Registry
@@ -44,18 +41,6 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
 def gaussian_statistics(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     features = np.asarray(features, dtype=np.float64)
     return features.mean(axis=0), np.atleast_2d(np.cov(features, rowvar=False))
-
-
-@contextmanager
-def file_lock(path: Path):
-    """An exclusive lock on ``path`` (concurrent trials on one node train a cached network once)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 class FeatureSpace(Protocol):
@@ -92,23 +77,19 @@ class DomainFeatures:
         self.device = context.device
         dataset = context.dataset
         protocol = domain_protocol(len(dataset.train_labels))
-        key = hashlib.sha1(json.dumps({"dataset": dataset.name, "n": len(dataset.train_labels), "seed": seed,
-                                       **protocol.cache_key()}, sort_keys=True).encode()).hexdigest()[:12]
+        key = content_key({"dataset": dataset.name, "n": len(dataset.train_labels), "seed": seed, **protocol.cache_key()})
         path = context.cache_dir / "fid" / f"domain-{dataset.name}-{key}.pt"
         build = dict(channels=dataset.channels, num_classes=dataset.num_classes, image_size=dataset.image_size)
-        with file_lock(path.with_suffix(".lock")):
-            if path.exists():
-                model = build_seeded(protocol, seed=seed, **build)
-                model.load_state_dict(torch.load(path, map_location="cpu"))
-            else:
-                context.progress(f"training the domain FID network on all {len(dataset.train_labels)} "
-                                 f"{dataset.name} training images ({protocol.epochs} epochs, cached at {path})")
-                model = train_classifier(dataset.normalize(dataset.train_images), dataset.train_labels,
-                                         num_classes=dataset.num_classes, protocol=protocol, seed=seed,
-                                         device=context.device).cpu()
-                temporary = path.with_suffix(".tmp")
-                torch.save(model.state_dict(), temporary)
-                temporary.rename(path)
+
+        def train() -> dict[str, torch.Tensor]:
+            context.progress(f"training the domain FID network on all {len(dataset.train_labels)} "
+                             f"{dataset.name} training images ({protocol.epochs} epochs, cached at {path})")
+            return train_classifier(dataset.normalize(dataset.train_images), dataset.train_labels,
+                                    num_classes=dataset.num_classes, protocol=protocol, seed=seed,
+                                    device=context.device).state_dict()
+
+        model = build_seeded(protocol, seed=seed, **build)
+        model.load_state_dict(cached_state(path, train))
         self.model = model.to(self.device).eval()
 
     @torch.no_grad()

@@ -5,12 +5,14 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from enum import Enum
+from pathlib import Path
 from typing import Callable, ClassVar, Protocol
 
 import torch
 from pydantic import BaseModel, ConfigDict
 
 from raysynth.checkpointing import MethodCheckpoint
+from raysynth.data.datasets import ImageDataset
 from raysynth.data.splits import Split
 from raysynth.registry import Registry
 
@@ -37,6 +39,10 @@ class NoParams(Params):
 class Budget:
     """What a method may spend: training epochs, the device, and the seed of its randomness.
 
+    ``cache_dir`` (when given) is where a method may keep networks worth training once per machine
+    (e.g. a pretrained autoencoder); ``load_dataset(name)`` returns another registered dataset (for
+    pretraining on a larger similar set), resolved by the caller with the sweep's data settings.
+
     ``checkpoint`` (when the caller keeps checkpoints): ``checkpoint.load()`` returns the state the
     method saved last (None on a fresh start), ``checkpoint.save(state)`` keeps a new one; a method
     that trains for many epochs saves once per epoch so a lost trial resumes mid-training.
@@ -46,6 +52,8 @@ class Budget:
     device: torch.device
     seed: int
     checkpoint: "MethodCheckpoint | None" = None
+    cache_dir: Path | None = None
+    load_dataset: "Callable[[str], ImageDataset] | None" = None
 
 
 class Report(Protocol):
@@ -82,6 +90,11 @@ class Method(ABC):
     @abstractmethod
     def fit(self, split: Split, budget: Budget, report: Report) -> SyntheticSet:
         """Fits on ``split`` within ``budget`` and returns the synthetic set."""
+
+    def references(self, split: Split, seed: int) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """Extra real-derived training sets to compare against, by name: the evaluation logs
+        ``<name>_accuracy`` and ``gain_vs_<name>`` for each (e.g. classic augmentation at equal size)."""
+        return {}
 
 
 METHODS: Registry[type[Method]] = Registry("method")

@@ -1,0 +1,105 @@
+"""Expansive Synthesis: its building blocks behave as the paper reads, and an expansion keeps the contract."""
+
+import numpy as np
+import ot
+import pytest
+import torch
+
+from raysynth.data import make_split
+from raysynth.errors import SpecError
+from raysynth.methods import METHODS, Budget
+from raysynth.nets.attention import MULTI_HEAD, VARIANTS, LatentAttention
+from raysynth.nets.autoencoder import FiLMConv, KoopmanAutoencoder, reconstruction_loss
+from raysynth.nets.expander import ClassGraphs, degree_mask, normalized, similarity_graph, spectral_gap
+from raysynth.nets.losses import per_class_wasserstein
+from raysynth.spec import build_spec
+
+
+@pytest.mark.parametrize("film", ["weight", "output"])
+def test_finetuning_changes_only_gamma_and_beta(film):
+    torch.manual_seed(0)
+    model = KoopmanAutoencoder(1, 28, latent_channels=8, depth="shallow", width=16, film=film)
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    model.freeze_for_finetuning()
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    images = torch.randn(8, 1, 28, 28)
+    for _ in range(3):
+        loss, _ = reconstruction_loss(model, images)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    changed = {name for name, p in model.named_parameters() if not torch.equal(p, before[name])}
+    film_names = {name for name, m in model.named_modules() if isinstance(m, FiLMConv) for name in (f"{name}.gamma", f"{name}.beta")}
+    assert changed == film_names
+
+
+@pytest.mark.parametrize("depth,layers", [("shallow", 5), ("medium", 7), ("deep", 9)])
+def test_autoencoder_depth_counts_conv_layers(depth, layers):
+    model = KoopmanAutoencoder(1, 28, latent_channels=8, depth=depth, width=16)
+    assert model.conv_layers() == layers and model.decode(model.encode(torch.randn(2, 1, 28, 28))).shape == (2, 1, 28, 28)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_each_attention_variant_keeps_the_latent_shape(variant):
+    latents = torch.randn(3, 16, 8, 8)
+    attention = LatentAttention(variant, channels=16, size=8, patch=2, heads=4)
+    assert attention(latents).shape == latents.shape
+    if variant in MULTI_HEAD:
+        heads = attention.head_outputs(latents)
+        assert heads.shape[1] == 4 and attention.from_heads(heads, latents).shape == latents.shape
+
+
+def test_learned_class_graph_has_a_larger_spectral_gap_than_random_graphs_with_as_many_edges():
+    torch.manual_seed(0)
+    vertices, degree = 8, 3
+    graphs = ClassGraphs(num_classes=1, vertices=vertices, degree=degree, spectral_weight=0.01)
+    similarity = similarity_graph(torch.randn(5, vertices, 4, 6))
+    optimizer = torch.optim.Adam(graphs.parameters(), lr=0.05)
+    for _ in range(300):
+        objective = graphs.objective(0, similarity)
+        graphs.remember(0, objective.item())
+        optimizer.zero_grad()
+        (-objective).backward()
+        optimizer.step()
+    learned = graphs.codeword(0)
+    edges = int((learned > 0).sum()) // 2
+    assert (degree_mask(learned, degree) * learned).count_nonzero() == learned.count_nonzero()  # degree bound holds
+    generator = torch.Generator().manual_seed(1)
+    pairs = torch.triu_indices(vertices, vertices, 1)
+    random_gaps = []
+    for _ in range(200):
+        chosen = pairs[:, torch.randperm(pairs.shape[1], generator=generator)[:edges]]
+        adjacency = torch.zeros(vertices, vertices)
+        adjacency[chosen[0], chosen[1]] = torch.rand(edges, generator=generator) + 0.1
+        random_gaps.append(float(spectral_gap(normalized(adjacency + adjacency.T))))
+    assert float(spectral_gap(learned)) > np.percentile(random_gaps, 95)
+
+
+def test_per_class_wasserstein_matches_ot_emd2_computed_directly():
+    rng = np.random.default_rng(3)
+    y, y_new = rng.normal(size=(6, 5)), rng.normal(loc=0.5, size=(9, 5))
+    labels, new_labels = np.array([0, 0, 0, 1, 1, 1]), np.array([0] * 4 + [1] * 5)
+    direct = np.mean([ot.emd2(np.full((labels == c).sum(), 1 / (labels == c).sum()),
+                              np.full((new_labels == c).sum(), 1 / (new_labels == c).sum()),
+                              ot.dist(y[labels == c], y_new[new_labels == c])) for c in (0, 1)])
+    value = per_class_wasserstein(torch.tensor(y), torch.tensor(labels), torch.tensor(y_new), torch.tensor(new_labels))
+    assert float(value) == pytest.approx(direct, rel=1e-9)
+
+
+@pytest.mark.parametrize("variant", ["spatial_skip", "mhsa_egm"])
+def test_expansion_returns_ratio_times_n_class_balanced_new_images(digits, variant):
+    split = make_split(digits, 4, seed=0)
+    cls = METHODS.get("expansive")
+    params = cls.Params.model_validate({"expansion_ratio": 3, "pretrain_epochs": 1, "pretrain_images": 300,
+                                        "attention": {"variant": variant, "heads": 4, "patch": 2}})
+    synthetic = cls(params).fit(split, Budget(epochs=3, device=torch.device("cpu"), seed=0), lambda step, **m: None)
+    real = split.fewshot[0]
+    nearest = (synthetic.images.unsqueeze(1) - real.unsqueeze(0)).flatten(2).abs().amax(-1).min(dim=1).values
+    assert torch.bincount(synthetic.labels).tolist() == [12] * 10 and bool((nearest > 1e-4).all())
+
+
+def test_heads_that_do_not_divide_the_attention_width_are_a_spec_error():
+    data = {"experiment": "x", "method": "expansive", "dataset": {"name": "digits"},
+            "params": {"ae": {"latent_channels": 6}, "attention": {"variant": "mhsa", "heads": 4, "patch": 1}}}
+    with pytest.raises(SpecError, match="attention.heads"):
+        build_spec(data)
