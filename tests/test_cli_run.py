@@ -1,12 +1,25 @@
 import json
 import math
 
+import pytest
+
 from conftest import REPO, run_cli
 
 
-def test_run_prints_finite_metrics_as_the_last_line(tmp_path, cache_dir):
-    result = run_cli("run", str(REPO / "search_spaces/quickstart.yaml"), "--set", "evaluation.epochs=2",
-                     "--set", "evaluation.num_eval=1", "--set", f"cache_dir={cache_dir}", cwd=tmp_path)
+# every method's space, shrunk to seconds on digits (the smoke command of each method's issue)
+SMOKE = {
+    "quickstart": ("search_spaces/quickstart.yaml", []),
+    "expansive": ("search_spaces/expansive.yaml", ["dataset.name=digits", "budget.epochs=1", "params.pretrain_epochs=1"]),
+    "learned_augmentation": ("search_spaces/learned_augmentation.yaml", ["dataset.name=digits", "budget.epochs=1"]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SMOKE))
+def test_run_prints_finite_metrics_as_the_last_line(name, tmp_path, cache_dir):
+    space, assignments = SMOKE[name]
+    sets = [arg for value in [*assignments, "evaluation.epochs=2", "evaluation.num_eval=1", f"cache_dir={cache_dir}"]
+            for arg in ("--set", value)]
+    result = run_cli("run", str(REPO / space), *sets, cwd=tmp_path)
     metrics = json.loads(result.stdout.strip().splitlines()[-1])
     assert all(math.isfinite(metrics[k]) for k in ("accuracy", "cas", "baseline_accuracy", "gain", "fid")), result.stderr
 

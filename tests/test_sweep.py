@@ -58,6 +58,21 @@ def test_quickstart_sweep_records_every_trial_and_reports(tmp_path, cache_dir):
     assert report.returncode == 0 and "| classic_x10 |" in report.stdout and (tmp_path / "r" / "report.png").exists()
 
 
+def test_expansive_ladder_sweeps_end_to_end_on_digits(tmp_path, cache_dir):
+    uri = f"sqlite:///{tmp_path}/e.db"
+    result = sweep(tmp_path, REPO / "search_spaces/ablation_expansive.yaml", cache_dir, "dataset.name=digits",
+                   "seeds=[0]", "budget.epochs=2", "params.pretrain_epochs=1", "evaluation.epochs=2",
+                   "evaluation.num_eval=1", "evaluation.width=16", uri=uri)
+    trials = runs(uri, "ablation_expansive", "trial")
+    finished = {t.data.tags["ablation_step"] for t in trials if t.info.status == "FINISHED"}
+    steps = [step["name"] for step in yaml.safe_load((REPO / "search_spaces/ablation_expansive.yaml").read_text())["ablation"]]
+    report = run_cli("report", "--experiment", "ablation_expansive", "--tracking-uri", uri, "--out", str(tmp_path / "r"),
+                     cwd=tmp_path)
+    assert result.returncode == 0 and finished == set(steps), result.stderr[-3000:]
+    assert all(f"| {step} |" in report.stdout for step in steps) and \
+        all("gain_vs_classic" in t.data.metrics for t in trials if t.data.tags["method"] == "expansive")
+
+
 def test_multi_objective_search_runs(tmp_path, cache_dir):
     path = space(tmp_path, method="classic_augmentation", params={"expansion_ratio": 2},
                  search={"expansion_ratio": {"int": [2, 4]}},

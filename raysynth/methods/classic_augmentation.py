@@ -43,6 +43,16 @@ def classic_expand(split, expansion_ratio: int, seed: int) -> tuple[torch.Tensor
     return dataset.normalize(torch.cat(out).clamp(0, 1)), labels.repeat(expansion_ratio - 1)
 
 
+def classic_reference(split, expansion_ratio: int, seed: int) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """The `classic` reference set of an expansion method: the few-shot set plus its classic
+    augmentation, ``expansion_ratio`` x its size (what the paper compares at equal size)."""
+    if expansion_ratio < 2:
+        return {}
+    images, labels = classic_expand(split, expansion_ratio, seed)
+    fewshot_images, fewshot_labels = split.fewshot
+    return {"classic": (torch.cat([fewshot_images, images]), torch.cat([fewshot_labels, labels]))}
+
+
 @register_method("classic_augmentation")
 class ClassicAugmentation(Method):
     Params = ClassicAugmentationParams

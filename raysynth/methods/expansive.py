@@ -19,7 +19,7 @@ from torch import nn
 from raysynth.diskcache import cached_state, content_key
 from raysynth.errors import RaysynthError, SpecError
 from raysynth.methods.base import Budget, Intent, Method, Params, Report, SyntheticSet, register_method, seeded_generator
-from raysynth.methods.classic_augmentation import classic_expand
+from raysynth.methods.classic_augmentation import classic_reference
 from raysynth.nets.attention import MULTI_HEAD, LatentAttention, Variant
 from raysynth.nets.autoencoder import Depth, FilmMode, KoopmanAutoencoder, reconstruction_loss, train_autoencoder
 from raysynth.nets.classifiers import build_classifier
@@ -161,12 +161,7 @@ class ExpansiveSynthesis(Method):
     uses_remainder = True  # unlabelled, for pretraining only
 
     def references(self, split, seed: int) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-        """Classic augmentation at X''s size: the n real images plus (ER - 1) x n augmented copies."""
-        if self.params.expansion_ratio < 2:
-            return {}
-        images, labels = classic_expand(split, self.params.expansion_ratio, seed)
-        fewshot_images, fewshot_labels = split.fewshot
-        return {"classic": (torch.cat([fewshot_images, images]), torch.cat([fewshot_labels, labels]))}
+        return classic_reference(split, self.params.expansion_ratio, seed)
 
     # -- pretraining -------------------------------------------------------------------------------
     def _pretraining_images(self, split, budget: Budget) -> tuple[torch.Tensor, dict]:
