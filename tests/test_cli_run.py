@@ -10,14 +10,19 @@ from conftest import REPO, run_cli
 SMOKE = {
     "quickstart": ("search_spaces/quickstart.yaml", []),
     "expansive": ("search_spaces/expansive.yaml", ["dataset.name=digits", "budget.epochs=1", "params.pretrain_epochs=1"]),
+    "eieg": ("search_spaces/eieg.yaml", ["dataset.name=digits", "budget.epochs=1"]),
+    "dcgan": ("search_spaces/gan_comparison.yaml", ["dataset.name=digits", "budget.epochs=1"], "dcgan"),
+    "koopcon": ("search_spaces/koopcon.yaml", ["dataset.name=digits", "budget.epochs=1", "params.ae_epochs=1"]),
+    "dm": ("search_spaces/condensation_table.yaml", ["dataset.name=digits", "budget.epochs=1"], "dm_10"),
     "learned_augmentation": ("search_spaces/learned_augmentation.yaml", ["dataset.name=digits", "budget.epochs=1"]),
 }
 
 
 @pytest.mark.parametrize("name", sorted(SMOKE))
 def test_run_prints_finite_metrics_as_the_last_line(name, tmp_path, cache_dir):
-    space, assignments = SMOKE[name]
-    sets = [arg for value in [*assignments, "evaluation.epochs=2", "evaluation.num_eval=1", f"cache_dir={cache_dir}"]
+    space, assignments, *step = SMOKE[name]
+    sets = ["--step", *step] if step else []
+    sets += [arg for value in [*assignments, "evaluation.epochs=2", "evaluation.num_eval=1", f"cache_dir={cache_dir}"]
             for arg in ("--set", value)]
     result = run_cli("run", str(REPO / space), *sets, cwd=tmp_path)
     metrics = json.loads(result.stdout.strip().splitlines()[-1])

@@ -16,12 +16,11 @@ import torch.nn.functional as F
 from pydantic import Field, ValidationInfo, field_validator
 from torch import nn
 
-from raysynth.diskcache import cached_state, content_key
 from raysynth.errors import RaysynthError, SpecError
 from raysynth.methods.base import Budget, Intent, Method, Params, Report, SyntheticSet, register_method, seeded_generator
 from raysynth.methods.classic_augmentation import classic_reference
 from raysynth.nets.attention import MULTI_HEAD, LatentAttention, Variant
-from raysynth.nets.autoencoder import Depth, FilmMode, KoopmanAutoencoder, reconstruction_loss, train_autoencoder
+from raysynth.nets.autoencoder import Depth, FilmMode, KoopmanAutoencoder, pretrained_autoencoder, reconstruction_loss
 from raysynth.nets.classifiers import build_classifier
 from raysynth.nets.expander import ClassGraphs, attention_crop, propagate, similarity_graph, spectral_gap
 from raysynth.nets.losses import OtKind, covariance_loss, per_class_wasserstein
@@ -83,14 +82,19 @@ class ExpansiveParams(Params):
     @field_validator("attention")
     @classmethod
     def _heads_fit(cls, attention: AttentionParams, info: ValidationInfo) -> AttentionParams:
-        autoencoder = info.data.get("ae") or AutoencoderParams()
-        if attention.variant in MULTI_HEAD:
-            width = autoencoder.latent_channels * attention.patch ** 2
-            if width % attention.heads:
-                raise ValueError(f"heads={attention.heads} must divide ae.latent_channels x patch^2 = {width}")
-            if attention.variant == "mhsa_egm" and attention.heads < 2:
-                raise ValueError("variant mhsa_egm needs heads >= 2 (the expander graph lives on the heads)")
-        return attention
+        return check_heads(attention, info)
+
+
+def check_heads(attention: AttentionParams, info: ValidationInfo) -> AttentionParams:
+    """Field validator of `attention` beside an `ae` field: the heads must divide the attention width."""
+    autoencoder = info.data.get("ae") or AutoencoderParams()
+    if attention.variant in MULTI_HEAD:
+        width = autoencoder.latent_channels * attention.patch ** 2
+        if width % attention.heads:
+            raise ValueError(f"heads={attention.heads} must divide ae.latent_channels x patch^2 = {width}")
+        if attention.variant == "mhsa_egm" and attention.heads < 2:
+            raise ValueError("variant mhsa_egm needs heads >= 2 (the expander graph lives on the heads)")
+    return attention
 
 
 def sample_pairs(count: int, members: int, generator: torch.Generator, shape: tuple[int, ...] = ()) -> tuple:
@@ -186,23 +190,10 @@ class ExpansiveSynthesis(Method):
     def _pretrained(self, split, budget: Budget, report: Report, build) -> KoopmanAutoencoder:
         params = self.params
         images, identity = self._pretraining_images(split, budget)
-        settings = {**identity, "ae": params.ae.model_dump(), "epochs": params.pretrain_epochs,
-                    "images": len(images), "seed": budget.seed}
-
-        def pretrain() -> dict[str, torch.Tensor]:
-            model = build()
-            train_autoencoder(model, images, epochs=params.pretrain_epochs, kl_weight=params.ae.kl_weight,
-                              device=budget.device, seed=budget.seed,
-                              on_epoch=lambda epoch, loss: report(epoch, pretrain_re=loss))
-            return model.state_dict()
-
-        model = build()
-        if budget.cache_dir is None:
-            model.load_state_dict(pretrain())
-        else:
-            path = budget.cache_dir / "autoencoders" / f"{split.dataset.name}-{content_key(settings)}.pt"
-            model.load_state_dict(cached_state(path, pretrain))
-        return model
+        return pretrained_autoencoder(build, images, settings={**identity, "ae": params.ae.model_dump()},
+                                      epochs=params.pretrain_epochs, kl_weight=params.ae.kl_weight, device=budget.device,
+                                      seed=budget.seed, cache_dir=budget.cache_dir,
+                                      on_epoch=lambda epoch, loss: report(epoch, pretrain_re=loss))
 
     # -- fine-tuning and expansion ------------------------------------------------------------------
     def fit(self, split, budget: Budget, report: Report) -> SyntheticSet:

@@ -9,11 +9,14 @@ per-filter scale gamma and shift beta learned (Expansive Synthesis Eq. 1).
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Callable, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from raysynth.diskcache import cached_state, content_key
 
 Depth = Literal["shallow", "medium", "deep"]
 FilmMode = Literal["weight", "output"]
@@ -175,4 +178,25 @@ def train_autoencoder(model: KoopmanAutoencoder, images: torch.Tensor, *, epochs
             optimizer.step()
             total, count = total + loss.item() * len(batch), count + len(batch)
         on_epoch(epoch, total / max(count, 1))
+    return model
+
+
+def pretrained_autoencoder(build: Callable[[], KoopmanAutoencoder], images: torch.Tensor, *, settings: dict, epochs: int,
+                           kl_weight: float, device: torch.device, seed: int, cache_dir: Path | None,
+                           on_epoch: Callable[[int, float], None] = lambda epoch, loss: None) -> KoopmanAutoencoder:
+    """``build()`` trained by reconstruction on ``images``; with a ``cache_dir`` the weights are kept on
+    disk under a key of ``settings`` (which must identify the images and the architecture), so every
+    trial on the machine with the same settings reuses one training."""
+
+    def train() -> dict[str, torch.Tensor]:
+        model = train_autoencoder(build(), images, epochs=epochs, kl_weight=kl_weight, device=device, seed=seed,
+                                  on_epoch=on_epoch)
+        return model.state_dict()
+
+    model = build()
+    if cache_dir is None:
+        model.load_state_dict(train())
+    else:
+        key = content_key({**settings, "epochs": epochs, "kl_weight": kl_weight, "seed": seed, "images": len(images)})
+        model.load_state_dict(cached_state(cache_dir / "autoencoders" / f"{key}.pt", train))
     return model

@@ -1,0 +1,88 @@
+"""Baseline `dm`: Distribution Matching (Zhao & Bilen, WACV 2023), condensation's published peer.
+
+Synthetic images, initialized from real ones, are learned directly: at each iteration a randomly
+initialized ConvNet embeds a real batch and the synthetic images of every class, both through the
+same differentiable siamese augmentation, and the squared distance between the per-class mean
+embeddings is minimized (SGD on the pixels, momentum 0.5).
+"""
+
+from __future__ import annotations
+
+import torch
+from pydantic import Field
+
+from raysynth.evaluation.augment import dsa_augment, policy_for
+from raysynth.methods.base import Budget, Intent, Method, Params, Report, SyntheticSet, register_method, seeded_generator
+from raysynth.nets.classifiers import build_classifier
+
+
+class DmParams(Params):
+    images_per_class: int | None = Field(None, ge=1, description="IPC; None: `dataset.images_per_class`")
+    iterations: int | None = Field(None, ge=1, description="updates of the synthetic images (DM: 20,000); None: budget.epochs")
+    lr_img: float = Field(1.0, gt=0, description="SGD learning rate on the pixels (DM: 1.0)")
+    batch_real: int = Field(256, ge=1, description="real images per class per iteration")
+    width: int = Field(128, ge=8, description="width of the random ConvNet embedder")
+    augment: bool = Field(True, description="differentiable siamese augmentation (DSA)")
+
+
+def distribution_matching_loss(embed, real: list[torch.Tensor], synthetic: list[torch.Tensor],
+                               generator: torch.Generator | None, policy: tuple[str, ...]) -> torch.Tensor:
+    """sum over classes of ||mean embed(real_c) - mean embed(synthetic_c)||^2, both through one
+    augmentation draw per class (siamese: the generator state is replayed)."""
+    loss = torch.zeros((), device=synthetic[0].device)
+    for real_c, synthetic_c in zip(real, synthetic):
+        if generator is not None:
+            state = generator.get_state()
+            real_c = dsa_augment(real_c, generator, policy)
+            generator.set_state(state)
+            synthetic_c = dsa_augment(synthetic_c, generator, policy)
+        loss = loss + (embed(real_c).mean(0) - embed(synthetic_c).mean(0)).pow(2).sum()
+    return loss
+
+
+@register_method("dm")
+class DistributionMatching(Method):
+    Params = DmParams
+    intent = Intent.CONDENSATION
+    uses_remainder = True  # condenses the whole labelled training set
+
+    def fit(self, split, budget: Budget, report: Report) -> SyntheticSet:
+        params, device, dataset = self.params, budget.device, split.dataset
+        per_class = params.images_per_class or split.images_per_class
+        generator = seeded_generator(budget, 9)
+        all_images = dataset.normalize(dataset.train_images)
+        by_class = [torch.nonzero(dataset.train_labels == c).flatten() for c in range(split.num_classes)]
+        start_images, labels = split.random_subset(per_class, seed_offset=2)  # DM initializes from real samples
+        synthetic = start_images.clone().to(device).requires_grad_()
+        optimizer = torch.optim.SGD([synthetic], lr=params.lr_img, momentum=0.5)
+        policy = policy_for(dataset.name) if params.augment else ()
+        start = 1
+        saved = budget.checkpoint.load() if budget.checkpoint else None
+        if saved is not None:
+            with torch.no_grad():
+                synthetic.copy_(saved["images"])
+            optimizer.load_state_dict(saved["optimizer"])
+            generator.set_state(saved["generator"])
+            start = saved["iteration"] + 1
+        iterations = params.iterations or budget.epochs
+        report_every = max(1, iterations // 50)
+        for iteration in range(start, iterations + 1):
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(int(torch.randint(2**31 - 1, (1,), generator=generator)))
+                net = build_classifier("convnet", channels=split.channels, num_classes=split.num_classes,
+                                       image_size=split.image_size, width=params.width).to(device)
+            for parameter in net.parameters():
+                parameter.requires_grad_(False)
+            real = [all_images[members[torch.randint(len(members), (params.batch_real,), generator=generator)]].to(device)
+                    for members in by_class]
+            synthetic_by_class = [synthetic[labels.to(device) == c] for c in range(split.num_classes)]
+            loss = distribution_matching_loss(net.embed, real, synthetic_by_class, generator if policy else None, policy)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if iteration % report_every == 0 or iteration == iterations:
+                report(iteration, loss=loss.item())
+            if budget.checkpoint is not None:
+                budget.checkpoint.save({"images": synthetic.detach().cpu(), "optimizer": optimizer.state_dict(),
+                                        "generator": generator.get_state(), "iteration": iteration})
+        return SyntheticSet(synthetic.detach().cpu(), labels.clone())

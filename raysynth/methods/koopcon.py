@@ -1,0 +1,148 @@
+"""Method `koopcon`: Koopman-space dataset condensation (seed paper 004, Algorithm 1).
+
+An autoencoder phi / phi^-1 is trained on the whole training set by reconstruction. Per class, the
+latents Y = phi(X_c) of a minibatch pass the latent self-attention SA; an attention pooling with
+IPC learned queries per class reduces them to IPC latents, and a learned linear (Koopman) operator
+T acts on each latent vector: Y' = T(pool(SA(Y))). X' = phi^-1(Y'). Losses as `expansive`:
+a0 L_re + a1 L_ce (classifier on X + X') + a2 W(Y, Y') per class + a3 ||Cov(Y') - I||_F^2.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field, field_validator
+from torch import nn
+
+from raysynth.methods.base import Budget, Intent, Method, Params, Report, SyntheticSet, register_method, seeded_generator
+from raysynth.methods.expansive import AttentionParams, AutoencoderParams, LossParams, check_heads
+from raysynth.nets.attention import LatentAttention
+from raysynth.nets.autoencoder import KoopmanAutoencoder, pretrained_autoencoder, reconstruction_loss
+from raysynth.nets.classifiers import build_classifier
+from raysynth.nets.losses import covariance_loss, per_class_wasserstein
+
+
+class KoopconParams(Params):
+    images_per_class: int | None = Field(None, ge=1, description="IPC of the condensed set; None: `dataset.images_per_class`")
+    ae_epochs: int = Field(5, ge=1, description="reconstruction epochs of the autoencoder over the training set")
+    ae_images: int = Field(60000, ge=1, description="training images the autoencoder sees at most (a seeded subset)")
+    batch_per_class: int = Field(64, ge=2, description="real images per class per condensation step")
+    key_dim: int = Field(64, ge=1, description="width of the pooling's queries and keys")
+    lr: float = Field(1e-3, gt=0, description="Adam learning rate of the condensation phase")
+    classifier_width: int = Field(32, ge=8, description="width of the ConvNet giving L_ce")
+    ae: AutoencoderParams = AutoencoderParams()
+    attention: AttentionParams = AttentionParams(variant="mhsa")
+    loss: LossParams = LossParams()
+
+    _heads_fit = field_validator("attention")(check_heads)
+
+
+class KoopmanOperator(nn.Module):
+    """T: a learned linear map of the flattened latent (no bias, so it is linear, not affine), initialized to I."""
+
+    def __init__(self, dimension: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.eye(dimension))
+
+    def forward(self, latents: torch.Tensor) -> torch.Tensor:
+        return (latents.flatten(1) @ self.weight.T).view_as(latents)
+
+
+class AttentionPooling(nn.Module):
+    """IPC learned queries per class attend over a class's latents: each condensed latent is a
+    softmax-weighted combination of them (how n_c latents become IPC, which the paper leaves implicit)."""
+
+    def __init__(self, num_classes: int, per_class: int, dimension: int, key_dim: int):
+        super().__init__()
+        self.queries = nn.Parameter(torch.randn(num_classes, per_class, key_dim) / key_dim ** 0.5)
+        self.keys = nn.Linear(dimension, key_dim)
+
+    def forward(self, latents: torch.Tensor, cls: int) -> torch.Tensor:
+        flat = latents.flatten(1)
+        weights = F.softmax(self.queries[cls] @ self.keys(flat).T / self.keys.out_features ** 0.5, dim=-1)
+        return (weights @ flat).view(-1, *latents.shape[1:])
+
+
+@register_method("koopcon")
+class Koopcon(Method):
+    Params = KoopconParams
+    intent = Intent.CONDENSATION
+    uses_remainder = True  # condenses the whole labelled training set
+
+    def fit(self, split, budget: Budget, report: Report) -> SyntheticSet:
+        params, device, dataset = self.params, budget.device, split.dataset
+        per_class = params.images_per_class or split.images_per_class
+        num_classes = split.num_classes
+        generator = seeded_generator(budget, 4)
+        all_images = dataset.normalize(dataset.train_images)
+
+        def build() -> KoopmanAutoencoder:
+            ae = params.ae
+            return KoopmanAutoencoder(split.channels, split.image_size, ae.latent_channels, ae.depth, ae.variational,
+                                      ae.width, ae.film)
+
+        subset = torch.randperm(len(all_images), generator=generator)[: params.ae_images]
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(budget.seed)
+            autoencoder = pretrained_autoencoder(build, all_images[subset], settings={"dataset": dataset.name, "ae": params.ae.model_dump(),
+                                                 "whole_training_set": True}, epochs=params.ae_epochs,
+                                                 kl_weight=params.ae.kl_weight, device=device, seed=budget.seed,
+                                                 cache_dir=budget.cache_dir, on_epoch=lambda e, loss: report(e, ae_re=loss))
+            size = autoencoder.latent_size
+            attention = LatentAttention(params.attention.variant, params.ae.latent_channels, size, params.attention.patch,
+                                        params.attention.heads)
+            dimension = params.ae.latent_channels * size * size
+            pooling = AttentionPooling(num_classes, per_class, dimension, params.key_dim)
+            operator = KoopmanOperator(dimension)
+            classifier = build_classifier("convnet", channels=split.channels, num_classes=num_classes,
+                                          image_size=split.image_size, width=params.classifier_width)
+        modules = nn.ModuleDict({"autoencoder": autoencoder, "attention": attention, "pooling": pooling,
+                                 "operator": operator, "classifier": classifier}).to(device)
+        optimizer = torch.optim.Adam(modules.parameters(), lr=params.lr)
+        by_class = [torch.nonzero(dataset.train_labels == c).flatten() for c in range(num_classes)]
+        new_labels = torch.arange(num_classes).repeat_interleave(per_class).to(device)
+        start = 1
+        saved = budget.checkpoint.load() if budget.checkpoint else None
+        if saved is not None:
+            modules.load_state_dict(saved["modules"])
+            optimizer.load_state_dict(saved["optimizer"])
+            generator.set_state(saved["generator"])
+            start = saved["epoch"] + 1
+        report_every = max(1, budget.epochs // 100)
+        loss = params.loss
+        for epoch in range(start, budget.epochs + 1):
+            batch = torch.cat([members[torch.randint(len(members), (params.batch_per_class,), generator=generator)]
+                               for members in by_class])
+            images, labels = all_images[batch].to(device), dataset.train_labels[batch].to(device)
+            reconstruction, latents = reconstruction_loss(autoencoder, images, params.ae.kl_weight, generator)
+            condensed = self.condense(modules, latents, labels, num_classes)
+            synthetic = autoencoder.decode(condensed)
+            cross_entropy = F.cross_entropy(classifier(torch.cat([images, synthetic])), torch.cat([labels, new_labels]))
+            dims = condensed[0].numel()
+            wasserstein = per_class_wasserstein(latents, labels, condensed, new_labels, loss.ot) / dims
+            covariance = covariance_loss(condensed) / dims if len(condensed) > 1 else condensed.new_zeros(())
+            total = (loss.alpha_re * reconstruction + loss.alpha_ce * cross_entropy + loss.alpha_w * wasserstein
+                     + loss.alpha_cov * covariance)
+            optimizer.zero_grad(set_to_none=True)
+            total.backward()
+            optimizer.step()
+            if epoch % report_every == 0 or epoch == budget.epochs:
+                report(epoch, loss=total.item(), re=reconstruction.item(), ce=cross_entropy.item(), w=wasserstein.item(),
+                       cov=covariance.item())
+            if budget.checkpoint is not None:
+                budget.checkpoint.save({"epoch": epoch, "modules": modules.state_dict(), "optimizer": optimizer.state_dict(),
+                                        "generator": generator.get_state()})
+        with torch.no_grad():
+            modules.eval()
+            batch = torch.cat([members[torch.randperm(len(members), generator=generator)[: 4 * params.batch_per_class]]
+                               for members in by_class])
+            latents = autoencoder.encode(all_images[batch].to(device))
+            condensed = self.condense(modules, latents, dataset.train_labels[batch].to(device), num_classes)
+            return SyntheticSet(autoencoder.decode(condensed).cpu(), new_labels.cpu())
+
+    @staticmethod
+    def condense(modules: nn.ModuleDict, latents: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+        """Y' = T(pool_c(SA(Y_c))) for every class, class by class (IPC latents each)."""
+        attended = modules["attention"](latents)
+        pooled = torch.cat([modules["pooling"](attended[labels == c], c) for c in range(num_classes)])
+        return modules["operator"](pooled)

@@ -1,0 +1,174 @@
+"""GAN building blocks shared by `eieg` and `dcgan`: DCGAN and MLP networks, the elastic interaction
+energy (EIE) and the standard non-saturating loss, and one training loop for both.
+
+EIE (seed paper 002, read as the issue says): K(r) = r^-(d-1) in a d-dimensional feature space,
+replaced below the cut-off eps by the quadratic a - b r^2 matching K's value and slope at eps. The
+kernel is computed in units of K(eps) (K / K(eps)): a constant factor, which leaves every minimizer
+and every Adam step unchanged, and keeps r^-31 (d = 32) inside float32.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+GanLoss = Literal["eie", "nonsaturating"]
+
+
+def eie_kernel(distance: torch.Tensor, dimension: int, cutoff: float) -> torch.Tensor:
+    """K(r) / K(eps): (r / eps)^-(d-1) above the cut-off, ((d+1) - (d-1)(r/eps)^2) / 2 below it."""
+    exponent = max(dimension - 1, 1)  # d = 1 would make K constant (no force): read as d = 2
+    scaled = distance / cutoff
+    far = scaled.clamp_min(1.0).pow(-exponent)
+    near = 0.5 * ((exponent + 2) - exponent * scaled.pow(2))
+    return torch.where(scaled >= 1.0, far, near)
+
+
+def _pairwise(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+    # sqrt of a clamped squared distance: finite gradients at r = 0 (the near branch is smooth there)
+    return (first.unsqueeze(1) - second.unsqueeze(0)).pow(2).sum(-1).clamp_min(1e-12).sqrt()
+
+
+def self_interaction(points: torch.Tensor, cutoff: float) -> torch.Tensor:
+    """mean over i != j of K(p_i - p_j)."""
+    n = len(points)
+    kernel = eie_kernel(_pairwise(points, points), points.shape[1], cutoff)
+    return (kernel.sum() - kernel.diagonal().sum()) / max(n * (n - 1), 1)
+
+
+def cross_interaction(first: torch.Tensor, second: torch.Tensor, cutoff: float) -> torch.Tensor:
+    """mean over i, j of K(p_i - q_j)."""
+    return eie_kernel(_pairwise(first, second), first.shape[1], cutoff).mean()
+
+
+def eie_energy(data: torch.Tensor, generated: torch.Tensor, cutoff: float, *, generated_self: bool = True) -> torch.Tensor:
+    """E = mean K(y_i - y_j) + mean K(x_i - x_j) - 2 mean K(x_i - y_j); ``generated_self=False`` drops the
+    generated samples' self-interaction (the paper's Fig. 4 ablation)."""
+    energy = self_interaction(data, cutoff) - 2 * cross_interaction(data, generated, cutoff)
+    if generated_self:
+        energy = energy + self_interaction(generated, cutoff)
+    return energy
+
+
+# -- networks ----------------------------------------------------------------------------------------
+def mlp(inputs: int, outputs: int) -> nn.Sequential:
+    """The 25-Gaussians networks of the paper's appendix D: fc(in,100), LReLU, fc(100,50), LReLU, fc(50,out)."""
+    return nn.Sequential(nn.Linear(inputs, 100), nn.LeakyReLU(0.2), nn.Linear(100, 50), nn.LeakyReLU(0.2),
+                         nn.Linear(50, outputs))
+
+
+def _canvas(image_size: int) -> int:
+    """DCGAN works on powers of two: 28 px images are made on a 32 px canvas and cropped."""
+    return 32 if image_size == 28 else image_size
+
+
+class DCGANGenerator(nn.Module):
+    """noise (``noise_dim``) -> image in [-1, 1]; transposed convolutions 4x4 -> ... -> the image size."""
+
+    def __init__(self, channels: int, image_size: int, noise_dim: int = 100, width: int = 64):
+        super().__init__()
+        self.noise_dim, self.image_size = noise_dim, image_size
+        canvas = _canvas(image_size)
+        ups = int(math.log2(canvas // 4))
+        widths = [width * 2 ** (ups - 1 - i) for i in range(ups)]  # e.g. 256, 128, 64 for 32 px
+        layers: list[nn.Module] = [nn.ConvTranspose2d(noise_dim, widths[0], 4, 1, 0), nn.BatchNorm2d(widths[0]), nn.ReLU(True)]
+        for i in range(ups - 1):
+            layers += [nn.ConvTranspose2d(widths[i], widths[i + 1], 4, 2, 1), nn.BatchNorm2d(widths[i + 1]), nn.ReLU(True)]
+        layers += [nn.ConvTranspose2d(widths[-1], channels, 4, 2, 1), nn.Tanh()]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, noise: torch.Tensor) -> torch.Tensor:
+        images = self.net(noise.view(len(noise), -1, 1, 1))
+        offset = (images.shape[-1] - self.image_size) // 2
+        return images[..., offset: offset + self.image_size, offset: offset + self.image_size]
+
+
+class DCGANDiscriminator(nn.Module):
+    """image -> ``outputs`` numbers (the EIE feature vector, or one logit for `dcgan`): strided
+    convolutions down to 4 x 4, then a 4 x 4 convolution in place of DCGAN's output layer."""
+
+    def __init__(self, channels: int, image_size: int, outputs: int, width: int = 64):
+        super().__init__()
+        self.image_size = image_size
+        canvas = _canvas(image_size)
+        downs = int(math.log2(canvas // 4))
+        layers: list[nn.Module] = []
+        in_channels = channels
+        for i in range(downs):
+            out = width * 2 ** i
+            layers.append(nn.Conv2d(in_channels, out, 4, 2, 1))
+            if i > 0:
+                layers.append(nn.BatchNorm2d(out))
+            layers.append(nn.LeakyReLU(0.2, True))
+            in_channels = out
+        layers += [nn.Conv2d(in_channels, outputs, 4, 1, 0), nn.Flatten()]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        pad = (_canvas(self.image_size) - self.image_size) // 2
+        return self.net(F.pad(images, (pad,) * 4) if pad else images)
+
+
+# -- training ----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class GanSettings:
+    loss: GanLoss = "eie"
+    cutoff: float = 0.1
+    stab_cutoff: float = 0.8
+    stab_lambda: float = 1.0
+    generated_self: bool = True  # EIE's self-interaction of generated samples (off: the collapse ablation)
+    lr_generator: float = 1e-4
+    lr_discriminator: float = 1e-5
+    d_steps: int = 3
+    batch_size: int = 64
+
+
+def discriminator_loss(settings: GanSettings, real_out: torch.Tensor, fake_out: torch.Tensor) -> torch.Tensor:
+    """What D minimizes. EIE: -(E + lambda S), S = -mean K_stab(D(x_i) - D(x_j)) the repulsion of real features."""
+    if settings.loss == "nonsaturating":
+        return (F.binary_cross_entropy_with_logits(real_out, torch.ones_like(real_out))
+                + F.binary_cross_entropy_with_logits(fake_out, torch.zeros_like(fake_out)))
+    energy = eie_energy(real_out, fake_out, settings.cutoff, generated_self=settings.generated_self)
+    return -energy + settings.stab_lambda * self_interaction(real_out, settings.stab_cutoff)
+
+
+def generator_loss(settings: GanSettings, real_out: torch.Tensor, fake_out: torch.Tensor) -> torch.Tensor:
+    """What G minimizes: E(D(x), D(G(z))), or the non-saturating -log D(G(z))."""
+    if settings.loss == "nonsaturating":
+        return F.binary_cross_entropy_with_logits(fake_out, torch.ones_like(fake_out))
+    return eie_energy(real_out.detach(), fake_out, settings.cutoff, generated_self=settings.generated_self)
+
+
+def train_gan(generator: nn.Module, discriminator: nn.Module, real_batch: Callable[[int], torch.Tensor],
+              noise: Callable[[int], torch.Tensor], settings: GanSettings, steps: int, *,
+              on_step: Callable[[int, float, float], None] = lambda step, g, d: None, start: int = 1,
+              optimizers: tuple | None = None) -> tuple:
+    """``steps`` generator updates, each after ``settings.d_steps`` discriminator updates (Adam,
+    betas (0.5, 0.999) as DCGAN). Returns the two optimizers (for checkpoints)."""
+    if optimizers is None:
+        optimizers = (torch.optim.Adam(generator.parameters(), lr=settings.lr_generator, betas=(0.5, 0.999)),
+                      torch.optim.Adam(discriminator.parameters(), lr=settings.lr_discriminator, betas=(0.5, 0.999)))
+    g_optimizer, d_optimizer = optimizers
+    generator.train()
+    discriminator.train()
+    for step in range(start, steps + 1):
+        for _ in range(settings.d_steps):
+            real = real_batch(settings.batch_size)
+            with torch.no_grad():
+                fake = generator(noise(settings.batch_size))
+            d_loss = discriminator_loss(settings, discriminator(real), discriminator(fake))
+            d_optimizer.zero_grad(set_to_none=True)
+            d_loss.backward()
+            d_optimizer.step()
+        real = real_batch(settings.batch_size)
+        g_loss = generator_loss(settings, discriminator(real), discriminator(generator(noise(settings.batch_size))))
+        g_optimizer.zero_grad(set_to_none=True)
+        g_loss.backward()
+        g_optimizer.step()
+        on_step(step, g_loss.item(), d_loss.item())
+    return optimizers

@@ -1,0 +1,39 @@
+"""EIEG: the elastic interaction kernel and energy behave as the paper's reading says."""
+
+import pytest
+import torch
+
+from raysynth.evaluation.toy import GRID, STD, mode_coverage, twenty_five_gaussians
+from raysynth.nets.gan import eie_energy, eie_kernel, self_interaction
+
+
+@pytest.mark.parametrize("dimension", [2, 16, 32])
+def test_kernel_and_its_derivative_are_continuous_at_the_cutoff(dimension):
+    cutoff, h = 0.1, 1e-7
+    r = torch.tensor([cutoff - h, cutoff + h], dtype=torch.float64, requires_grad=True)
+    values = eie_kernel(r, dimension, cutoff)
+    (slopes,) = torch.autograd.grad(values.sum(), r)
+    assert abs(float(values[1] - values[0])) < 1e-4 and float(slopes[0]) == pytest.approx(float(slopes[1]), rel=1e-4)
+
+
+def test_energy_is_near_zero_for_one_distribution_and_positive_for_two():
+    generator = torch.Generator().manual_seed(0)
+    first, second = torch.randn(400, 2, generator=generator), torch.randn(400, 2, generator=generator)
+    shifted = torch.randn(400, 2, generator=generator) + torch.tensor([2.0, 0.0])
+    same, different = float(eie_energy(first, second, 0.1)), float(eie_energy(first, shifted, 0.1))
+    assert different > 0 and abs(same) < 0.05 * different
+
+
+def test_self_interaction_pushes_two_nearby_generated_points_apart():
+    points = torch.tensor([[0.0, 0.0], [0.05, 0.0]], requires_grad=True)
+    (gradient,) = torch.autograd.grad(self_interaction(points, 0.1), points)
+    # descending the energy moves point 0 to -x and point 1 to +x: apart
+    assert float(-gradient[0, 0]) < 0 < float(-gradient[1, 0])
+
+
+def test_mode_coverage_counts_modes_and_quality():
+    generator = torch.Generator().manual_seed(0)
+    assert mode_coverage(twenty_five_gaussians(2500, generator)) [0] == 25
+    one_mode = GRID[0] + STD * torch.randn(1000, 2, generator=generator)
+    covered, quality = mode_coverage(one_mode)
+    assert covered == 1 and quality > 0.95
