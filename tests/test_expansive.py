@@ -103,3 +103,15 @@ def test_heads_that_do_not_divide_the_attention_width_are_a_spec_error():
             "params": {"ae": {"latent_channels": 6}, "attention": {"variant": "mhsa", "heads": 4, "patch": 1}}}
     with pytest.raises(SpecError, match="attention.heads"):
         build_spec(data)
+
+
+def test_pretraining_on_another_dataset_resizes_it_to_the_target(digits, fashion_mnist):
+    split = make_split(digits, 2, seed=0)
+    cls = METHODS.get("expansive")
+    params = cls.Params.model_validate({"expansion_ratio": 2, "pretrain": "fashion-mnist", "pretrain_epochs": 1,
+                                        "pretrain_images": 200, "attention": {"variant": "mhsa", "patch": 1}})
+    loaded = []
+    budget = Budget(epochs=1, device=torch.device("cpu"), seed=0,
+                    load_dataset=lambda name: loaded.append(name) or fashion_mnist)
+    synthetic = cls(params).fit(split, budget, lambda step, **m: None)
+    assert loaded == ["fashion-mnist"] and synthetic.images.shape == (40, 1, 8, 8)

@@ -179,7 +179,7 @@ class ExpansiveSynthesis(Method):
             if budget.load_dataset is None:
                 raise RaysynthError(f"params.pretrain={params.pretrain} needs a dataset loader; run it through raysynth")
             other = budget.load_dataset(params.pretrain)
-            unit = other.denormalize(other.normalize(other.train_images))
+            unit = other.train_images.float() / 255
             unit = F.interpolate(unit, size=dataset.image_size, mode="bilinear", antialias=True, align_corners=False) \
                 if other.image_size != dataset.image_size else unit
             images = dataset.normalize(_channels_as(unit, dataset.channels).clamp(0, 1))
