@@ -101,7 +101,7 @@ def test_expansion_returns_ratio_times_n_class_balanced_new_images(digits, varia
 def test_heads_that_do_not_divide_the_attention_width_are_a_spec_error():
     data = {"experiment": "x", "method": "expansive", "dataset": {"name": "digits"},
             "params": {"ae": {"latent_channels": 6}, "attention": {"variant": "mhsa", "heads": 4, "patch": 1}}}
-    with pytest.raises(SpecError, match="attention.heads"):
+    with pytest.raises(SpecError, match="params.attention"):
         build_spec(data)
 
 
