@@ -24,6 +24,7 @@ def main() -> None:
     parser.add_argument("--tracking-uri", required=True)
     parser.add_argument("--experiment", required=True)
     parser.add_argument("--sweep", action="append", default=[], help="sweep id to include (repeatable); default: all")
+    parser.add_argument("--space", help="the ladder's YAML: rows in its step order")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
     client = MlflowClient(args.tracking_uri)
@@ -35,8 +36,15 @@ def main() -> None:
         if args.sweep and run.data.tags.get("sweep_id") not in args.sweep:
             continue
         by_step[run.data.tags.get("ablation_step", "-")][int(run.data.tags["seed"])] = run.data.metrics
+    order = list(by_step)
+    if args.space:
+        import yaml
+
+        steps = [step["name"] for step in yaml.safe_load(Path(args.space).read_text()).get("ablation", [])]
+        order = [s for s in steps if s in by_step] + [s for s in by_step if s not in steps]
     table = {}
-    for step, seeds in by_step.items():
+    for step in order:
+        seeds = by_step[step]
         row = {"seeds": sorted(seeds)}
         for metric in METRICS:
             values = [m[metric] for m in seeds.values() if metric in m]
@@ -47,7 +55,8 @@ def main() -> None:
     print("| step | seeds | " + " | ".join(METRICS) + " |")
     print("|---|---|" + "---|" * len(METRICS))
     for step, row in table.items():
-        cells = [f"{row[m]['mean']:.2f} ± {row[m]['std']:.2f}" if m in row else "" for m in METRICS]
+        cells = [("" if m not in row else f"{row[m]['mean']:.3g} ± {row[m]['std']:.2g}" if m == "fid"
+                  else f"{row[m]['mean']:.2f} ± {row[m]['std']:.2f}") for m in METRICS]
         print(f"| {step} | {','.join(map(str, row['seeds']))} | " + " | ".join(cells) + " |")
 
 
