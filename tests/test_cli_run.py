@@ -15,8 +15,8 @@ SMOKE = {
     "koopcon": ("search_spaces/koopcon.yaml", ["dataset.name=digits", "budget.epochs=1", "params.ae_epochs=1"]),
     "dm": ("search_spaces/condensation_table.yaml", ["dataset.name=digits", "budget.epochs=1"], "dm_10"),
     "scola": ("search_spaces/scola.yaml", ["dataset.name=digits", "budget.epochs=1"]),
-    "cola": ("search_spaces/scola_samples.yaml", ["dataset.name=digits", "budget.epochs=1", "params.encoder=convnet",
-                                                   "params.encoder_epochs=1", "params.images=300"], "cola"),
+    "cola": ("search_spaces/cola.yaml", ["dataset.name=digits", "budget.epochs=1", "params.encoder=convnet",
+                                         "params.encoder_epochs=1", "params.images=300"]),
     "learned_augmentation": ("search_spaces/learned_augmentation.yaml", ["dataset.name=digits", "budget.epochs=1"]),
 }
 
