@@ -16,7 +16,8 @@ def test_method_fit_returns_a_valid_synthetic_set(name, digits):
     reports = []
     synthetic = method.fit(split, Budget(epochs=1, device=torch.device("cpu"), seed=0), lambda step, **m: reports.append(m))
     check_synthetic(synthetic, split, name)  # raises on a broken contract
-    assert set(synthetic.labels.tolist()) == set(range(10))
+    classes = set(synthetic.labels.tolist())
+    assert classes == set(range(10)) if METHODS.get(name).labels_given else classes <= set(range(10))
 
 
 def test_classic_augmentation_grows_the_set_without_copies(digits):

@@ -83,6 +83,7 @@ class Method(ABC):
     Params: ClassVar[type[Params]] = NoParams
     intent: ClassVar[Intent]
     uses_remainder: ClassVar[bool] = False  # reads the training images outside the few-shot set
+    labels_given: ClassVar[bool] = True  # synthetic labels are the classes asked for (False: inferred, e.g. clusters)
 
     def __init__(self, params: Params):
         self.params = params

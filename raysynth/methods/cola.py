@@ -104,6 +104,7 @@ class COLA(Method):
     Params = ColaParams
     intent = Intent.GENERATION
     uses_remainder = True  # unsupervised, on the whole training set; labels only map clusters to classes
+    labels_given = False  # two clusters may map to one class, leaving a class without samples
 
     def fit(self, split, budget: Budget, report: Report) -> SyntheticSet:
         params, dataset = self.params, split.dataset
