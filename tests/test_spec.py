@@ -92,3 +92,13 @@ def test_condition_on_a_fixed_parameter():
     trial = optuna.create_study().ask()
     DefineByRun(search, {"variant": "none"})(trial)
     assert trial.params == {}
+
+
+def test_only_keeps_the_named_ladder_steps_and_refuses_unknown_ones():
+    from raysynth.spec import only_steps
+
+    spec = load_spec(REPO / "search_spaces/ablation_expansive.yaml")
+    kept = [step.name for step in only_steps(spec, ["mhsa_egm", "real_10"]).ablation]
+    with pytest.raises(SpecError, match="did you mean `mhsa`"):
+        only_steps(spec, ["mhs"])
+    assert kept == ["real_10", "mhsa_egm"]  # in the file's order
