@@ -2,8 +2,8 @@
 by ablation step (a ladder may be run in several sweeps, e.g. seed 0 first and more seeds later),
 mean and std over seeds. Writes JSON and prints Markdown.
 
-    uv run python benchmarks/ladder_table.py --tracking-uri sqlite:///mlflow.db \
-        --experiment ablation_expansive --sweep ID [--sweep ID2] --out benchmarks/results/expansive_ladder.json
+    uv run python benchmarks/ladder_table.py --tracking-uri sqlite:///mlflow.db --experiment ablation_expansive \
+        --space search_spaces/ablation_expansive.yaml [--sweep ID ...] --out benchmarks/results/expansive_ladder.json
 """
 
 from __future__ import annotations
@@ -13,8 +13,10 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
-import numpy as np
-from mlflow.tracking import MlflowClient
+import yaml
+
+from raysynth.report import Row, format_mean_std
+from raysynth.tracking import Tracker
 
 METRICS = ("accuracy", "cas", "baseline_accuracy", "gain", "classic_accuracy", "gain_vs_classic", "fid")
 
@@ -27,37 +29,34 @@ def main() -> None:
     parser.add_argument("--space", help="the ladder's YAML: rows in its step order")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
-    client = MlflowClient(args.tracking_uri)
-    experiment = client.get_experiment_by_name(args.experiment)
-    runs = client.search_runs([experiment.experiment_id], "tags.`raysynth.kind` = 'seed' and attributes.status = 'FINISHED'",
-                              max_results=5000)
-    by_step: dict[str, dict[int, dict]] = defaultdict(dict)
-    for run in runs:
+    tracker = Tracker(args.tracking_uri, retry_seconds=10)
+    experiment = tracker.client.get_experiment_by_name(args.experiment)
+    rows: dict[str, Row] = {}
+    seeds: dict[str, list[int]] = defaultdict(list)
+    for run in tracker.runs(experiment.experiment_id, "seed", "attributes.status = 'FINISHED'"):
         if args.sweep and run.data.tags.get("sweep_id") not in args.sweep:
             continue
-        by_step[run.data.tags.get("ablation_step", "-")][int(run.data.tags["seed"])] = run.data.metrics
-    order = list(by_step)
-    if args.space:
-        import yaml
-
-        steps = [step["name"] for step in yaml.safe_load(Path(args.space).read_text()).get("ablation", [])]
-        order = [s for s in steps if s in by_step] + [s for s in by_step if s not in steps]
-    table = {}
-    for step in order:
-        seeds = by_step[step]
-        row = {"seeds": sorted(seeds)}
+        step = run.data.tags.get("ablation_step", "-")
+        row = rows.setdefault(step, Row(label=step, status="FINISHED"))
+        seeds[step].append(int(run.data.tags["seed"]))
         for metric in METRICS:
-            values = [m[metric] for m in seeds.values() if metric in m]
-            if values:
-                row[metric] = {"mean": float(np.mean(values)), "std": float(np.std(values)), "n": len(values)}
-        table[step] = row
+            if metric in run.data.metrics:
+                row.values.setdefault(metric, []).append(run.data.metrics[metric])
+    order = list(rows)
+    if args.space:
+        steps = [step["name"] for step in yaml.safe_load(Path(args.space).read_text()).get("ablation", [])]
+        order = [s for s in steps if s in rows] + [s for s in rows if s not in steps]
+    table = {step: {"seeds": sorted(seeds[step]),
+                    **{m: {"mean": rows[step].mean(m), "std": rows[step].std(m), "n": len(rows[step].values[m])}
+                       for m in METRICS if rows[step].values.get(m)}} for step in order}
     Path(args.out).write_text(json.dumps({"experiment": args.experiment, "sweeps": args.sweep, "steps": table}, indent=2))
     print("| step | seeds | " + " | ".join(METRICS) + " |")
     print("|---|---|" + "---|" * len(METRICS))
-    for step, row in table.items():
-        cells = [("" if m not in row else f"{row[m]['mean']:.3g} ± {row[m]['std']:.2g}" if m == "fid"
-                  else f"{row[m]['mean']:.2f} ± {row[m]['std']:.2f}") for m in METRICS]
-        print(f"| {step} | {','.join(map(str, row['seeds']))} | " + " | ".join(cells) + " |")
+    for step in order:
+        row = rows[step]
+        cells = [("" if not row.values.get(m) else f"{row.mean(m):.3g} ± {row.std(m):.2g}" if m == "fid"
+                  else format_mean_std(row.mean(m), row.std(m))) for m in METRICS]
+        print(f"| {step} | {','.join(map(str, sorted(seeds[step])))} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":

@@ -66,8 +66,10 @@ class MethodCheckpoint:
         """The state the method saved last for this seed, or None on a fresh start."""
         return self._checkpointer.state.method.get(self._seed)
 
-    def save(self, state: Any) -> None:
-        """Keeps ``state`` (tensors, dicts, numbers); the trial is checkpointed when one is due."""
-        self._checkpointer.state.method[self._seed] = state
+    def save(self, make_state: Callable[[], Any]) -> None:
+        """When a trial checkpoint is due, keeps ``make_state()`` (tensors, dicts, numbers) and checkpoints.
+        The state is built only then: a method may offer it every epoch at no cost (the state of an
+        unfinished fit matters only in a persisted checkpoint; a finished fit's is dropped)."""
         if self._checkpointer.due():
+            self._checkpointer.state.method[self._seed] = make_state()
             self._checkpointer.checkpoint()

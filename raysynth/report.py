@@ -39,7 +39,7 @@ class Row:
         return float(np.std(self.values[metric])) if self.values.get(metric) else math.nan
 
 
-def _fmt(mean: float, std: float, digits: int = 2) -> str:
+def format_mean_std(mean: float, std: float, digits: int = 2) -> str:
     if math.isnan(mean):
         return "–"
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
@@ -148,9 +148,9 @@ def render_markdown(title: str, rows: list[Row], ladder: bool, importance: dict[
     lines = [f"# {title}", "", note, "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     previous = None
     for row in rows:
-        cells = [row.label, *[row.params[k] for k in param_keys], _fmt(row.mean("accuracy"), row.std("accuracy")),
-                 _fmt(row.mean("cas"), row.std("cas")), _fmt(row.mean("fid"), row.std("fid"), 3),
-                 _fmt(row.mean("gain"), row.std("gain"))]
+        cells = [row.label, *[row.params[k] for k in param_keys],
+                 format_mean_std(row.mean("accuracy"), row.std("accuracy")), format_mean_std(row.mean("cas"), row.std("cas")),
+                 format_mean_std(row.mean("fid"), row.std("fid"), 3), format_mean_std(row.mean("gain"), row.std("gain"))]
         if ladder:
             accuracy = row.mean("accuracy")
             cells.append("–" if previous is None or math.isnan(accuracy) else f"{accuracy - previous:+.2f}")

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Callable, ClassVar, Protocol
 
 import torch
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from raysynth.checkpointing import MethodCheckpoint
 from raysynth.data.datasets import ImageDataset
@@ -35,6 +35,15 @@ class NoParams(Params):
     """This method takes no parameters."""
 
 
+class CondensationParams(Params):
+    """Parameters of a method that makes a fixed number of images per class (condensation)."""
+
+    images_per_class: int | None = Field(None, ge=1, description="images per class of the set; None: `dataset.images_per_class`")
+
+    def per_class(self, split: Split) -> int:
+        return self.images_per_class or split.images_per_class
+
+
 @dataclass(frozen=True)
 class Budget:
     """What a method may spend: training epochs, the device, and the seed of its randomness.
@@ -44,7 +53,7 @@ class Budget:
     pretraining on a larger similar set), resolved by the caller with the sweep's data settings.
 
     ``checkpoint`` (when the caller keeps checkpoints): ``checkpoint.load()`` returns the state the
-    method saved last (None on a fresh start), ``checkpoint.save(state)`` keeps a new one; a method
+    method saved last (None on a fresh start), ``checkpoint.save(make_state)`` keeps a new one; a method
     that trains for many epochs saves once per epoch so a lost trial resumes mid-training.
     """
 
@@ -109,6 +118,11 @@ def register_method(name: str) -> Callable[[type[Method]], type[Method]]:
         return METHODS.register(name)(cls)
 
     return decorate
+
+
+def report_due(step: int, total: int, times: int = 50) -> bool:
+    """Whether ``step`` of ``total`` is one of about ``times`` evenly spaced reports (the last always is)."""
+    return step == total or step % max(1, total // times) == 0
 
 
 def seeded_generator(budget: Budget, offset: int = 0) -> torch.Generator:

@@ -21,7 +21,7 @@ from torch import nn
 from raysynth.methods.base import Budget, Intent, Method, Report, SyntheticSet, register_method, seeded_generator
 from raysynth.methods.scola import GloParams, decode, fit_glo
 from raysynth.nets.classifiers import build_classifier
-from raysynth.nets.glo import fit_content_gaussians, sample_content, unit_rows
+from raysynth.nets.glo import fit_content_gaussians, sample_content
 
 
 class ColaParams(GloParams):
@@ -46,7 +46,8 @@ def hungarian_assignment(outputs: torch.Tensor, targets: torch.Tensor) -> torch.
 def mixture_targets(count: int, clusters: int, std: float, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """``count`` unit targets from a K-component mixture with centres e_k, and their components."""
     components = torch.randint(clusters, (count,), generator=generator)
-    return unit_rows(F.one_hot(components, clusters).float() + std * torch.randn(count, clusters, generator=generator)), components
+    centres = F.one_hot(components, clusters).float()
+    return F.normalize(centres + std * torch.randn(count, clusters, generator=generator), dim=1), components
 
 
 class Encoder(nn.Module):
@@ -120,7 +121,7 @@ class COLA(Method):
         for k, gaussian in enumerate(gaussians):
             if gaussian is None:
                 continue
-            centre = unit_rows(targets[components == k].mean(0, keepdim=True))
+            centre = F.normalize(targets[components == k].mean(0, keepdim=True), dim=1)
             codes.append(torch.cat([centre.expand(params.samples_per_class, -1),
                                     sample_content(gaussian, params.samples_per_class, rng)], dim=1))
             new_labels.append(torch.full((params.samples_per_class,), mapping[k]))

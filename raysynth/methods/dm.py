@@ -12,12 +12,12 @@ import torch
 from pydantic import Field
 
 from raysynth.evaluation.augment import dsa_augment, policy_for
-from raysynth.methods.base import Budget, Intent, Method, Params, Report, SyntheticSet, register_method, seeded_generator
+from raysynth.methods.base import (Budget, CondensationParams, Intent, Method, Report, SyntheticSet, register_method,
+                                   report_due, seeded_generator)
 from raysynth.nets.classifiers import build_classifier
 
 
-class DmParams(Params):
-    images_per_class: int | None = Field(None, ge=1, description="IPC; None: `dataset.images_per_class`")
+class DmParams(CondensationParams):
     iterations: int | None = Field(None, ge=1, description="updates of the synthetic images (DM: 20,000); None: budget.epochs")
     lr_img: float = Field(1.0, gt=0, description="SGD learning rate on the pixels (DM: 1.0)")
     batch_real: int = Field(256, ge=1, description="real images per class per iteration")
@@ -48,7 +48,7 @@ class DistributionMatching(Method):
 
     def fit(self, split, budget: Budget, report: Report) -> SyntheticSet:
         params, device, dataset = self.params, budget.device, split.dataset
-        per_class = params.images_per_class or split.images_per_class
+        per_class = params.per_class(split)
         generator = seeded_generator(budget, 9)
         all_images = dataset.normalize(dataset.train_images)
         by_class = [torch.nonzero(dataset.train_labels == c).flatten() for c in range(split.num_classes)]
@@ -56,6 +56,7 @@ class DistributionMatching(Method):
         synthetic = start_images.clone().to(device).requires_grad_()
         optimizer = torch.optim.SGD([synthetic], lr=params.lr_img, momentum=0.5)
         policy = policy_for(dataset.name) if params.augment else ()
+        class_masks = [labels.to(device) == c for c in range(split.num_classes)]
         start = 1
         saved = budget.checkpoint.load() if budget.checkpoint else None
         if saved is not None:
@@ -65,7 +66,6 @@ class DistributionMatching(Method):
             generator.set_state(saved["generator"])
             start = saved["iteration"] + 1
         iterations = params.iterations or budget.epochs
-        report_every = max(1, iterations // 50)
         for iteration in range(start, iterations + 1):
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(int(torch.randint(2**31 - 1, (1,), generator=generator)))
@@ -75,14 +75,15 @@ class DistributionMatching(Method):
                 parameter.requires_grad_(False)
             real = [all_images[members[torch.randint(len(members), (params.batch_real,), generator=generator)]].to(device)
                     for members in by_class]
-            synthetic_by_class = [synthetic[labels.to(device) == c] for c in range(split.num_classes)]
+            synthetic_by_class = [synthetic[mask] for mask in class_masks]
             loss = distribution_matching_loss(net.embed, real, synthetic_by_class, generator if policy else None, policy)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            if iteration % report_every == 0 or iteration == iterations:
+            if report_due(iteration, iterations):
                 report(iteration, loss=loss.item())
             if budget.checkpoint is not None:
-                budget.checkpoint.save({"images": synthetic.detach().cpu(), "optimizer": optimizer.state_dict(),
-                                        "generator": generator.get_state(), "iteration": iteration})
+                budget.checkpoint.save(lambda iteration=iteration: {
+                    "images": synthetic.detach().cpu(), "optimizer": optimizer.state_dict(),
+                    "generator": generator.get_state(), "iteration": iteration})
         return SyntheticSet(synthetic.detach().cpu(), labels.clone())

@@ -10,13 +10,15 @@ The `dcgan` baseline (its own file) is this class with the non-saturating loss.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import ClassVar, Literal
 
 import torch
 from pydantic import ConfigDict, Field
 
 from raysynth.errors import RaysynthError
-from raysynth.methods.base import Budget, Intent, Method, Params, Report, SyntheticSet, register_method, seeded_generator
+from raysynth.methods.base import (Budget, Intent, Method, Params, Report, SyntheticSet, register_method, report_due,
+                                   seeded_generator)
 from raysynth.nets.gan import DCGANDiscriminator, DCGANGenerator, GanLoss, GanSettings, train_gan
 
 
@@ -53,14 +55,12 @@ class ImageGan(Method):
 
     def settings(self) -> GanSettings:
         params = self.params
-        eie = getattr(params, "eie", None)
-        extra = {} if eie is None else dict(cutoff=eie.cutoff, stab_cutoff=eie.stab_cutoff, stab_lambda=eie.stabilizer,
-                                            generated_self=eie.self_interaction)
         return GanSettings(loss=self.loss, lr_generator=params.lr_generator, lr_discriminator=params.lr_discriminator,
-                           d_steps=params.d_steps, batch_size=params.batch_size, **extra)
+                           d_steps=params.d_steps, batch_size=params.batch_size)
 
     def discriminator_outputs(self) -> int:
-        return getattr(self.params, "feature_dim", 1)
+        """One logit (a classic GAN discriminator); EIEG's feature network overrides it."""
+        return 1
 
     def fit(self, split, budget: Budget, report: Report) -> SyntheticSet:
         params, device, dataset = self.params, budget.device, split.dataset
@@ -82,7 +82,7 @@ class ImageGan(Method):
                 self._train(g, d, signed[members], budget, report, index, generator)
                 saved.setdefault("done", {})[index] = {k: v.detach().cpu() for k, v in g.state_dict().items()}
                 if budget.checkpoint is not None:
-                    budget.checkpoint.save(saved)
+                    budget.checkpoint.save(lambda: saved)
             count = params.samples_per_class * (1 if cls is not None else split.num_classes)
             g.eval()
             with torch.no_grad():
@@ -102,10 +102,8 @@ class ImageGan(Method):
         def noise(size: int) -> torch.Tensor:
             return torch.randn(size, params.noise_dim, generator=generator).to(real.device)
 
-        report_every = max(1, budget.epochs // 20)
-
         def on_step(step: int, g_loss: float, d_loss: float) -> None:
-            if step % report_every == 0 or step == budget.epochs:
+            if report_due(step, budget.epochs, 20):
                 report(index * budget.epochs + step, g_loss=g_loss, d_loss=d_loss)
 
         train_gan(g, d, real_batch, noise, self.settings(), budget.epochs, on_step=on_step)
@@ -125,3 +123,11 @@ class ImageGan(Method):
 class EIEG(ImageGan):
     Params = EiegParams
     loss = "eie"
+
+    def settings(self) -> GanSettings:
+        eie = self.params.eie
+        return replace(super().settings(), cutoff=eie.cutoff, stab_cutoff=eie.stab_cutoff, stab_lambda=eie.stabilizer,
+                       generated_self=eie.self_interaction)
+
+    def discriminator_outputs(self) -> int:
+        return self.params.feature_dim

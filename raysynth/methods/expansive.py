@@ -17,7 +17,8 @@ from pydantic import Field, ValidationInfo, field_validator
 from torch import nn
 
 from raysynth.errors import RaysynthError, SpecError
-from raysynth.methods.base import Budget, Intent, Method, Params, Report, SyntheticSet, register_method, seeded_generator
+from raysynth.methods.base import (Budget, Intent, Method, Params, Report, SyntheticSet, register_method, report_due,
+                                   seeded_generator)
 from raysynth.methods.classic_augmentation import classic_reference
 from raysynth.nets.attention import MULTI_HEAD, LatentAttention, Variant
 from raysynth.nets.autoencoder import Depth, FilmMode, KoopmanAutoencoder, pretrained_autoencoder, reconstruction_loss
@@ -238,7 +239,6 @@ class ExpansiveSynthesis(Method):
             start = saved["epoch"] + 1
 
         classes = [torch.nonzero(labels == c).flatten() for c in range(num_classes)]
-        report_every = max(1, budget.epochs // 100)
         loss = params.loss
         for epoch in range(start, budget.epochs + 1):
             modules.train()
@@ -269,12 +269,13 @@ class ExpansiveSynthesis(Method):
                 (-objective).backward()
                 graph_optimizer.step()
                 metrics["graph_objective"] = objective.item() / num_classes
-            if epoch % report_every == 0 or epoch == budget.epochs:
+            if report_due(epoch, budget.epochs, 100):
                 report(epoch, **metrics)
             if budget.checkpoint is not None:
-                budget.checkpoint.save({"epoch": epoch, "modules": modules.state_dict(), "optimizer": optimizer.state_dict(),
-                                        "graph_optimizer": graph_optimizer.state_dict() if graph_optimizer else None,
-                                        "generator": generator.get_state()})
+                budget.checkpoint.save(lambda epoch=epoch: {
+                    "epoch": epoch, "modules": modules.state_dict(), "optimizer": optimizer.state_dict(),
+                    "graph_optimizer": graph_optimizer.state_dict() if graph_optimizer else None,
+                    "generator": generator.get_state()})
         return self._expand(split, autoencoder, expander, generator, device)
 
     @torch.no_grad()

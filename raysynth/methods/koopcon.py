@@ -14,7 +14,8 @@ import torch.nn.functional as F
 from pydantic import Field, field_validator
 from torch import nn
 
-from raysynth.methods.base import Budget, Intent, Method, Params, Report, SyntheticSet, register_method, seeded_generator
+from raysynth.methods.base import (Budget, CondensationParams, Intent, Method, Report, SyntheticSet, register_method,
+                                   report_due, seeded_generator)
 from raysynth.methods.expansive import AttentionParams, AutoencoderParams, LossParams, check_heads
 from raysynth.nets.attention import LatentAttention
 from raysynth.nets.autoencoder import KoopmanAutoencoder, pretrained_autoencoder, reconstruction_loss
@@ -22,8 +23,7 @@ from raysynth.nets.classifiers import build_classifier
 from raysynth.nets.losses import covariance_loss, per_class_wasserstein
 
 
-class KoopconParams(Params):
-    images_per_class: int | None = Field(None, ge=1, description="IPC of the condensed set; None: `dataset.images_per_class`")
+class KoopconParams(CondensationParams):
     ae_epochs: int = Field(5, ge=1, description="reconstruction epochs of the autoencoder over the training set")
     ae_images: int = Field(60000, ge=1, description="training images the autoencoder sees at most (a seeded subset)")
     batch_per_class: int = Field(64, ge=2, description="real images per class per condensation step")
@@ -71,7 +71,7 @@ class Koopcon(Method):
 
     def fit(self, split, budget: Budget, report: Report) -> SyntheticSet:
         params, device, dataset = self.params, budget.device, split.dataset
-        per_class = params.images_per_class or split.images_per_class
+        per_class = params.per_class(split)
         num_classes = split.num_classes
         generator = seeded_generator(budget, 4)
         all_images = dataset.normalize(dataset.train_images)
@@ -108,7 +108,6 @@ class Koopcon(Method):
             optimizer.load_state_dict(saved["optimizer"])
             generator.set_state(saved["generator"])
             start = saved["epoch"] + 1
-        report_every = max(1, budget.epochs // 100)
         loss = params.loss
         for epoch in range(start, budget.epochs + 1):
             batch = torch.cat([members[torch.randint(len(members), (params.batch_per_class,), generator=generator)]
@@ -126,12 +125,12 @@ class Koopcon(Method):
             optimizer.zero_grad(set_to_none=True)
             total.backward()
             optimizer.step()
-            if epoch % report_every == 0 or epoch == budget.epochs:
+            if report_due(epoch, budget.epochs, 100):
                 report(epoch, loss=total.item(), re=reconstruction.item(), ce=cross_entropy.item(), w=wasserstein.item(),
                        cov=covariance.item())
             if budget.checkpoint is not None:
-                budget.checkpoint.save({"epoch": epoch, "modules": modules.state_dict(), "optimizer": optimizer.state_dict(),
-                                        "generator": generator.get_state()})
+                budget.checkpoint.save(lambda epoch=epoch: {"epoch": epoch, "modules": modules.state_dict(),
+                                                            "optimizer": optimizer.state_dict(), "generator": generator.get_state()})
         with torch.no_grad():
             modules.eval()
             batch = torch.cat([members[torch.randperm(len(members), generator=generator)[: 4 * params.batch_per_class]]

@@ -15,8 +15,10 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from raysynth.methods.base import Budget, Intent, Method, Params, Report, SyntheticSet, register_method, seeded_generator
+from raysynth.methods.base import (Budget, Intent, Method, Params, Report, SyntheticSet, register_method, report_due,
+                                   seeded_generator)
 from raysynth.methods.classic_augmentation import classic_reference
+from raysynth.nets.gaussian import Gaussian
 from raysynth.nets.spatial import (affine_exp, affine_identity, affine_log, affine_warp, displacement_warp,
                                    integrate_velocity)
 
@@ -88,33 +90,23 @@ def fit_pairs(family: TransformFamily, sources: torch.Tensor, targets: torch.Ten
     gradient is its own). Returns (parameters, final per-pair mean squared error)."""
     parameters = family.initial(len(sources), sources.device).requires_grad_()
     optimizer = torch.optim.Adam([parameters], lr=fit.lr)
-    report_every = max(1, fit.steps // 20)
     for step in range(1, fit.steps + 1):
         errors = (family.warp(sources, parameters) - targets).pow(2).flatten(1).mean(1)
         optimizer.zero_grad(set_to_none=True)
         errors.sum().backward()
         optimizer.step()
-        if report is not None and (step % report_every == 0 or step == fit.steps):
+        if report is not None and report_due(step, fit.steps, 20):
             report(step, fit_mse=errors.mean().item())
     with torch.no_grad():
         errors = (family.warp(sources, parameters) - targets).pow(2).flatten(1).mean(1)
     return parameters.detach(), errors
 
 
-class TangentGaussian:
-    """N(0 or mean, Sigma_y) of one class's tangent vectors, sampled with a numpy generator."""
-
-    def __init__(self, vectors: np.ndarray, stats: StatsParams):
-        self.mean = vectors.mean(0) if stats.center == "mean" else np.zeros(vectors.shape[1])
-        centered = vectors - self.mean
-        covariance = centered.T @ centered / max(1, len(vectors) - 1)
-        ridge = stats.ridge * max(float(np.trace(covariance)) / len(covariance), 1e-12)
-        self.covariance = covariance + ridge * np.eye(len(covariance))
-        self.scale = stats.scale
-
-    def sample(self, count: int, rng: np.random.Generator) -> np.ndarray:
-        draws = rng.multivariate_normal(np.zeros(len(self.mean)), self.covariance, size=count, method="cholesky")
-        return self.mean + self.scale * draws
+def sample_tangents(vectors: np.ndarray, stats: StatsParams, count: int, rng: np.random.Generator) -> np.ndarray:
+    """``count`` draws from N(0 or mean, Sigma_y) fitted to one class's tangent vectors, their spread
+    around the centre scaled by ``stats.scale``."""
+    gaussian = Gaussian.fit(vectors, center=stats.center, ridge=stats.ridge)
+    return gaussian.mean + stats.scale * (gaussian.sample(count, rng) - gaussian.mean)
 
 
 @register_method("learned_augmentation")
@@ -147,7 +139,7 @@ class LearnedAugmentation(Method):
             count = (params.expansion_ratio - 1) * len(members)
             if len(class_vectors) < 2:  # one image in the class, or no fit had a logarithm: identity only
                 class_vectors = np.zeros((2, vectors.shape[1] if vectors.size else 6))
-            transforms = family.exp(TangentGaussian(class_vectors, params.stats).sample(count, rng)).to(device)
+            transforms = family.exp(sample_tangents(class_vectors, params.stats, count, rng)).to(device)
             sources = members.repeat(params.expansion_ratio - 1)  # every real image warped equally often
             with torch.no_grad():
                 new_images.append(family.warp(unit[sources], transforms).clamp(0, 1).cpu())

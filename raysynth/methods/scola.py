@@ -16,7 +16,8 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from raysynth.methods.base import Budget, Intent, Method, Params, Report, SyntheticSet, register_method, seeded_generator
+from raysynth.methods.base import (Budget, Intent, Method, Params, Report, SyntheticSet, register_method, report_due,
+                                   seeded_generator)
 from raysynth.nets.gan import DCGANGenerator
 from raysynth.nets.glo import (InfoGANGenerator, LossKind, fit_content_gaussians, initial_content, reconstruction_criterion,
                                sample_content, train_glo)
@@ -67,11 +68,15 @@ def fit_glo(params: GloParams, split, budget: Budget, report: Report, images: to
         model = build_generator(params, cluster_codes.shape[1] + params.latent.dim, split.channels, split.image_size).to(device)
     criterion = reconstruction_criterion(params.loss.kind, split.image_size, params.loss.vgg_weights, device)
     content = initial_content(len(images), params.latent.dim, params.latent.sigma, generator)
-    report_every = max(1, budget.epochs // 50)
+
+    def on_epoch(epoch: int, loss: float) -> None:
+        if report_due(epoch, budget.epochs):
+            report(epoch, loss=loss)
+
     content = train_glo(model, cluster_codes, content, signed, criterion=criterion, epochs=budget.epochs,
                         batch_size=params.batch_size, lr_generator=params.lr_generator, lr_codes=params.lr_codes,
                         device=device, seed_generator=generator,
-                        on_epoch=lambda epoch, loss: report(epoch, loss=loss) if epoch % report_every == 0 or epoch == budget.epochs else None)
+                        on_epoch=on_epoch)
     return model, content
 
 

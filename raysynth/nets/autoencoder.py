@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from raysynth.diskcache import cached_state, content_key
+from raysynth.nets.classifiers import padded_size  # 28 px -> 32: two halvings give an 8 x 8 latent map
 
 Depth = Literal["shallow", "medium", "deep"]
 FilmMode = Literal["weight", "output"]
@@ -55,11 +56,6 @@ class FiLMConv(nn.Module):
 def downsamplings(image_size: int) -> int:
     """Stride-2 steps from the (padded) image to the latent map: 2 for 28/32 px, 1 for 8 px digits."""
     return 2 if image_size >= 16 else 1
-
-
-def padded_size(image_size: int) -> int:
-    """28 px images are padded to 32 px so two halvings give an 8 x 8 latent map (patches of 1, 2, 4, 8)."""
-    return 32 if image_size == 28 else image_size
 
 
 class KoopmanAutoencoder(nn.Module):

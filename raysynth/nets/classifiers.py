@@ -27,13 +27,18 @@ def _norm(kind: str, channels: int) -> nn.Module:
     raise ValueError(f"unknown norm `{kind}`: use instancenorm, batchnorm or none")
 
 
+def padded_size(image_size: int) -> int:
+    """28 px images are worked on at 32 px (zero-padded), as the condensation reference code does:
+    powers of two halve cleanly. Every other size is kept."""
+    return 32 if image_size == 28 else image_size
+
+
 class PadTo32(nn.Module):
-    """28 px inputs are padded to 32 px, as the condensation reference code does."""
+    """28 px inputs are padded to 32 px (see :func:`padded_size`)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[-1] == 28:
-            return F.pad(x, (2, 2, 2, 2))
-        return x
+        pad = (padded_size(x.shape[-1]) - x.shape[-1]) // 2
+        return F.pad(x, (pad,) * 4) if pad else x
 
 
 class ConvNet(nn.Module):
@@ -43,7 +48,7 @@ class ConvNet(nn.Module):
                  norm: str = "instancenorm"):
         super().__init__()
         layers: list[nn.Module] = [PadTo32()]
-        size = 32 if image_size == 28 else image_size
+        size = padded_size(image_size)
         in_channels = channels
         for _ in range(depth):
             layers += [nn.Conv2d(in_channels, width, 3, padding=1), _norm(norm, width), nn.ReLU(inplace=True)]
@@ -109,7 +114,7 @@ class VGG11(nn.Module):
         super().__init__()
         plan = [1, "M", 2, "M", 4, 4, "M", 8, 8, "M", 8, 8, "M"]
         layers: list[nn.Module] = [PadTo32()]
-        size = 32 if image_size == 28 else image_size
+        size = padded_size(image_size)
         in_channels = channels
         for item in plan:
             if item == "M":
@@ -137,7 +142,7 @@ class AlexNet(nn.Module):
     def __init__(self, channels: int, num_classes: int, image_size: int, width: int = 128):
         super().__init__()
         w = width
-        size = 32 if image_size == 28 else image_size
+        size = padded_size(image_size)
         pools = []
         for _ in range(3):
             pools.append(nn.MaxPool2d(2) if size >= 2 else nn.Identity())

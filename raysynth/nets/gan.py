@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from raysynth.nets.classifiers import padded_size  # DCGAN needs powers of two: 28 px on a 32 px canvas
+
 GanLoss = Literal["eie", "nonsaturating"]
 
 
@@ -62,18 +64,13 @@ def mlp(inputs: int, outputs: int) -> nn.Sequential:
                          nn.Linear(50, outputs))
 
 
-def _canvas(image_size: int) -> int:
-    """DCGAN works on powers of two: 28 px images are made on a 32 px canvas and cropped."""
-    return 32 if image_size == 28 else image_size
-
-
 class DCGANGenerator(nn.Module):
     """noise (``noise_dim``) -> image in [-1, 1]; transposed convolutions 4x4 -> ... -> the image size."""
 
     def __init__(self, channels: int, image_size: int, noise_dim: int = 100, width: int = 64):
         super().__init__()
         self.noise_dim, self.image_size = noise_dim, image_size
-        canvas = _canvas(image_size)
+        canvas = padded_size(image_size)
         ups = int(math.log2(canvas // 4))
         widths = [width * 2 ** (ups - 1 - i) for i in range(ups)]  # e.g. 256, 128, 64 for 32 px
         layers: list[nn.Module] = [nn.ConvTranspose2d(noise_dim, widths[0], 4, 1, 0), nn.BatchNorm2d(widths[0]), nn.ReLU(True)]
@@ -95,7 +92,7 @@ class DCGANDiscriminator(nn.Module):
     def __init__(self, channels: int, image_size: int, outputs: int, width: int = 64):
         super().__init__()
         self.image_size = image_size
-        canvas = _canvas(image_size)
+        canvas = padded_size(image_size)
         downs = int(math.log2(canvas // 4))
         layers: list[nn.Module] = []
         in_channels = channels
@@ -110,7 +107,7 @@ class DCGANDiscriminator(nn.Module):
         self.net = nn.Sequential(*layers)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        pad = (_canvas(self.image_size) - self.image_size) // 2
+        pad = (padded_size(self.image_size) - self.image_size) // 2
         return self.net(F.pad(images, (pad,) * 4) if pad else images)
 
 

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from raysynth.errors import RaysynthError
+from raysynth.nets.gaussian import Gaussian
 
 LossKind = Literal["laplacian", "perceptual", "l1"]
 
@@ -115,39 +116,21 @@ class InfoGANGenerator(nn.Module):
         return self.deconv(self.fc(codes).view(len(codes), 128, self.base, self.base))
 
 
-def unit_rows(vectors: torch.Tensor) -> torch.Tensor:
-    return vectors / vectors.norm(dim=1, keepdim=True).clamp_min(1e-12)
-
-
 def initial_content(count: int, dim: int, sigma: float, generator: torch.Generator) -> torch.Tensor:
     """v_i ~ N(0, sigma I), normalized (Alg. 1's initialization)."""
-    return unit_rows(sigma * torch.randn(count, dim, generator=generator))
+    return F.normalize(sigma * torch.randn(count, dim, generator=generator), dim=1)
 
 
-def fit_content_gaussians(content: torch.Tensor, clusters: torch.Tensor, num_clusters: int, cov: Literal["full", "diag"],
-                          ridge: float = 1e-4) -> list[tuple[np.ndarray, np.ndarray] | None]:
-    """(mean, covariance) of the content codes of each cluster (None for an empty cluster)."""
-    fitted = []
-    for c in range(num_clusters):
-        v = content[clusters == c].double().numpy()
-        if len(v) == 0:
-            fitted.append(None)
-            continue
-        mean = v.mean(0)
-        centered = v - mean
-        covariance = centered.T @ centered / max(1, len(v) - 1)
-        if cov == "diag":
-            covariance = np.diag(np.diag(covariance))
-        scale = max(float(np.trace(covariance)) / len(covariance), 1e-6)
-        fitted.append((mean, covariance + ridge * scale * np.eye(len(covariance))))
-    return fitted
+def fit_content_gaussians(content: torch.Tensor, clusters: torch.Tensor, num_clusters: int,
+                          cov: Literal["full", "diag"]) -> list[Gaussian | None]:
+    """The Gaussian of each cluster's content codes (None for an empty cluster)."""
+    return [Gaussian.fit(content[clusters == c].double().numpy(), diagonal=cov == "diag")
+            if bool((clusters == c).any()) else None for c in range(num_clusters)]
 
 
-def sample_content(gaussian: tuple[np.ndarray, np.ndarray], count: int, rng: np.random.Generator) -> torch.Tensor:
+def sample_content(gaussian: Gaussian, count: int, rng: np.random.Generator) -> torch.Tensor:
     """``count`` content codes from a cluster's Gaussian, back on the unit sphere."""
-    mean, covariance = gaussian
-    draws = rng.multivariate_normal(mean, covariance, size=count, method="cholesky")
-    return unit_rows(torch.from_numpy(draws).float())
+    return F.normalize(torch.from_numpy(gaussian.sample(count, rng)).float(), dim=1)
 
 
 def train_glo(generator: nn.Module, cluster_codes: torch.Tensor, content: torch.Tensor, images: torch.Tensor, *,
@@ -178,6 +161,6 @@ def train_glo(generator: nn.Module, cluster_codes: torch.Tensor, content: torch.
             total += loss.item() * len(index)
         schedule.step()
         with torch.no_grad():
-            content.copy_(unit_rows(content))
+            content.copy_(F.normalize(content, dim=1))
         on_epoch(epoch, total / len(images))
     return content.detach().cpu()
