@@ -4,6 +4,8 @@ of generator steps, over seeds. Modes covered (>= 1 % of samples within 3 std) a
 fraction (samples within 3 std of a mode), mean and std over seeds.
 
     uv run python benchmarks/gaussians25.py --steps 2000 --seeds 0 1 2 --out benchmarks/results/gaussians25.json
+    uv run python benchmarks/gaussians25.py --models eieg --lr-discriminator 1e-3 --steps 5000 --seeds 0 \
+        --out benchmarks/results/gaussians25_eieg_lrd1e-3.json      # one learning-rate probe
 """
 
 from __future__ import annotations
@@ -19,17 +21,25 @@ import torch
 
 from raysynth.evaluation.toy import TOY_DCGAN, TOY_EIEG, mode_coverage, train_toy_gan
 
+MODELS = {"eieg": TOY_EIEG, "eieg_no_self_interaction": replace(TOY_EIEG, generated_self=False), "gan": TOY_DCGAN}
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=2000, help="generator steps")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--lr-generator", type=float, default=TOY_EIEG.lr_generator)
+    parser.add_argument("--lr-discriminator", type=float, default=TOY_EIEG.lr_discriminator,
+                        help="of D (the paper gives no toy learning rates)")
+    parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
     parser.add_argument("--out", default="benchmarks/results/gaussians25.json")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    models = {"eieg": TOY_EIEG, "eieg_no_self_interaction": replace(TOY_EIEG, generated_self=False), "gan": TOY_DCGAN}
+    rates = {"lr_generator": args.lr_generator, "lr_discriminator": args.lr_discriminator}
+    models = {name: replace(MODELS[name], **rates) for name in args.models}
     result = {"steps": args.steps, "seeds": args.seeds, "command": "uv run python benchmarks/gaussians25.py "
-              f"--steps {args.steps} --seeds {' '.join(map(str, args.seeds))}", "models": {}}
+              f"--steps {args.steps} --seeds {' '.join(map(str, args.seeds))} --lr-generator {args.lr_generator} "
+              f"--lr-discriminator {args.lr_discriminator} --models {' '.join(args.models)}", "models": {}}
     for name, settings in models.items():
         runs = []
         for seed in args.seeds:

@@ -1,6 +1,6 @@
 """A ladder's table from the MLflow store: every finished per-seed run of the named sweeps, pooled
-by ablation step (a ladder may be run in several sweeps, e.g. seed 0 first and more seeds later),
-mean and std over seeds. Writes JSON and prints Markdown.
+by ablation step (a ladder may be run in several sweeps, e.g. seed 0 first and more seeds later;
+a step and seed run twice counts its latest run), mean and std over seeds. Writes JSON and prints Markdown.
 
     uv run python benchmarks/ladder_table.py --tracking-uri sqlite:///mlflow.db --experiment ablation_expansive \
         --space search_spaces/ablation_expansive.yaml [--sweep ID ...] --out benchmarks/results/expansive_ladder.json
@@ -33,10 +33,14 @@ def main() -> None:
     experiment = tracker.client.get_experiment_by_name(args.experiment)
     rows: dict[str, Row] = {}
     seeds: dict[str, list[int]] = defaultdict(list)
+    latest: dict[tuple[str, str], object] = {}  # a (step, seed) run again in a later sweep counts once
     for run in tracker.runs(experiment.experiment_id, "seed", "attributes.status = 'FINISHED'"):
         if args.sweep and run.data.tags.get("sweep_id") not in args.sweep:
             continue
-        step = run.data.tags.get("ablation_step", "-")
+        key = (run.data.tags.get("ablation_step", "-"), run.data.tags["seed"])
+        if key not in latest or run.info.start_time > latest[key].info.start_time:
+            latest[key] = run
+    for (step, _), run in sorted(latest.items(), key=lambda item: item[1].info.start_time):
         row = rows.setdefault(step, Row(label=step, status="FINISHED"))
         seeds[step].append(int(run.data.tags["seed"]))
         for metric in METRICS:

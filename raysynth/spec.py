@@ -293,7 +293,15 @@ def build_spec(data: Mapping[str, Any], *, check_ablation: bool = True) -> Sweep
     _check_name(DATASETS, spec.dataset.name, "dataset.name")
     _check_name(CLASSIFIERS, spec.evaluation.classifier, "evaluation.classifier")
     _check_name(FID_BACKENDS, spec.evaluation.fid, "evaluation.fid")
-    _validate_params(spec.method, spec.params)
+    try:
+        _validate_params(spec.method, spec.params)
+    except SpecError as error:
+        other = [step.name for step in spec.ablation if step.method not in (None, spec.method)]
+        if not other:
+            raise
+        # `--set params.X` meant for a step of another method lands here: say where its params live
+        raise SpecError("", f"{error} (these are `{spec.method}`'s params; steps {', '.join(other)} run another "
+                            "method and take theirs from the step's `params:` in the file)") from None
     for metric in spec.tune.metrics:
         if metric not in CORE_METRICS:
             nearest = difflib.get_close_matches(metric, CORE_METRICS, n=1)

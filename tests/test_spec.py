@@ -87,6 +87,12 @@ def test_conditional_parameter_is_sampled_only_when_its_condition_holds():
         {p["attention.variant"] for p in seen} == {"none", "spatial", "mhsa"}
 
 
+def test_a_param_of_another_methods_step_points_to_the_step():
+    data = {**BASE, "params": {"lr_img": 2.0}, "ablation": [{"name": "dm_10", "method": "dm"}]}
+    with pytest.raises(SpecError, match=r"`params.lr_img`: unknown key.*steps dm_10 run another method"):
+        build_spec(data)
+
+
 def test_condition_on_a_fixed_parameter():
     search = {"heads": Distribution(int=(2, 8), when={"variant": ["mhsa"]})}
     trial = optuna.create_study().ask()
