@@ -300,8 +300,9 @@ def build_spec(data: Mapping[str, Any], *, check_ablation: bool = True) -> Sweep
         if not other:
             raise
         # `--set params.X` meant for a step of another method lands here: say where its params live
-        raise SpecError("", f"{error} (these are `{spec.method}`'s params; steps {', '.join(other)} run another "
-                            "method and take theirs from the step's `params:` in the file)") from None
+        reason = str(error).removeprefix(f"`{error.key}`: ")
+        raise SpecError(error.key, f"{reason} (these are `{spec.method}`'s params; steps {', '.join(other)} run "
+                                   "another method and take theirs from the step's `params:` in the file)") from None
     for metric in spec.tune.metrics:
         if metric not in CORE_METRICS:
             nearest = difflib.get_close_matches(metric, CORE_METRICS, n=1)
