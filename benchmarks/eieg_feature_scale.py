@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 
@@ -18,7 +19,8 @@ import torch
 from torch import nn
 
 from raysynth.data.datasets import load_dataset
-from raysynth.nets.gan import DCGANDiscriminator, DCGANGenerator, GanSettings, _pairwise, train_gan
+from raysynth.nets.gan import DCGANDiscriminator, DCGANGenerator, GanSettings, train_gan
+from raysynth.spec import default_cache_dir
 
 
 class ScaledFeatures(nn.Module):
@@ -33,7 +35,7 @@ class ScaledFeatures(nn.Module):
 
 
 def nearest_real_distance(generated: torch.Tensor, real: torch.Tensor) -> float:
-    return float(_pairwise(generated.flatten(1), real.flatten(1)).min(1).values.mean())
+    return float(torch.cdist(generated.flatten(1), real.flatten(1)).min(1).values.mean())
 
 
 def probe(real: torch.Tensor, scale: float, steps: int, seed: int) -> dict:
@@ -49,7 +51,7 @@ def probe(real: torch.Tensor, scale: float, steps: int, seed: int) -> dict:
               lambda n: torch.randn(n, 100, generator=draws), settings, steps)
     with torch.no_grad():
         after = g(torch.randn(100, 100, generator=draws))
-        spread = _pairwise(d(real), d(after)) / settings.cutoff
+        spread = torch.cdist(d(real), d(after)) / settings.cutoff
     return {"scale": scale, "nearest_real_before": nearest_real_distance(before, real),
             "nearest_real_after": nearest_real_distance(after, real),
             "feature_distance_in_cutoffs_median": float(spread.median()), "seconds": time.perf_counter() - start}
@@ -62,8 +64,7 @@ def main() -> None:
     parser.add_argument("--out", default="benchmarks/results/eieg_feature_scale.json")
     args = parser.parse_args()
     torch.set_num_threads(2)
-    data = load_dataset("fashion-mnist", data_root=None, cache_dir=Path.home() / ".cache" / "raysynth",
-                        allow_download=False)
+    data = load_dataset("fashion-mnist", data_root=None, cache_dir=default_cache_dir(os.environ), allow_download=False)
     real = data.train_images[data.train_labels == 0][:10].float()
     real = real / real.max() * 2 - 1  # the generator's tanh range
     runs = []

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import time
 from pathlib import Path
@@ -21,6 +22,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from raysynth.data import load_dataset, make_split
 from raysynth.evaluation.protocol import ClassifierProtocol, build_seeded, train_classifier
+from raysynth.spec import default_cache_dir
 
 
 def plain_loop(images, labels, protocol: ClassifierProtocol, num_classes: int, seed: int) -> None:
@@ -46,7 +48,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
-    parser.add_argument("--cache-dir", default=str(Path.home() / ".cache" / "raysynth"))
+    parser.add_argument("--cache-dir", default=str(default_cache_dir(os.environ)))
     parser.add_argument("--out", default="benchmarks/results/eval_throughput.json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

@@ -107,8 +107,9 @@ def cmd_datasets(args) -> int:
     import os
 
     from raysynth.data.datasets import DATASETS
+    from raysynth.spec import default_cache_dir
 
-    cache = Path(os.environ.get("RAYSYNTH_CACHE") or Path.home() / ".cache" / "raysynth")
+    cache = default_cache_dir(os.environ)
     root = Path(os.environ["RAYSYNTH_DATA"]) if os.environ.get("RAYSYNTH_DATA") else None
     print(f"{'name':<15}{'classes':>8}{'image':>10}{'train':>8}{'test':>7}  available here")
     for name in DATASETS:

@@ -408,11 +408,17 @@ def with_sampled(spec: SweepSpec, sampled: Mapping[str, Any]) -> SweepSpec:
     return build_spec(data, check_ablation=False)
 
 
+def default_cache_dir(environ: Mapping[str, str]) -> Path:
+    """Where caches live when a space names none: $RAYSYNTH_CACHE, else ~/.cache/raysynth."""
+    return Path(environ.get("RAYSYNTH_CACHE") or Path.home() / ".cache" / "raysynth").expanduser().resolve()
+
+
 def resolve_defaults(data: dict[str, Any], environ: Mapping[str, str], cwd: Path) -> dict[str, Any]:
     """Fills what depends on the machine (cache, data, tracking and storage locations) as absolute
     values, so that Ray workers running in other folders see the same places."""
     data = copy.deepcopy(data)
-    data["cache_dir"] = str(Path(data.get("cache_dir") or environ.get("RAYSYNTH_CACHE") or Path.home() / ".cache" / "raysynth").expanduser().resolve())
+    data["cache_dir"] = str(Path(data["cache_dir"]).expanduser().resolve() if data.get("cache_dir")
+                            else default_cache_dir(environ))
     dataset = data.setdefault("dataset", {}) if isinstance(data.get("dataset", {}), dict) else data["dataset"]
     if isinstance(dataset, dict) and not dataset.get("root") and environ.get("RAYSYNTH_DATA"):
         dataset["root"] = environ["RAYSYNTH_DATA"]
