@@ -29,6 +29,9 @@ class EieParams(Params):
     stab_cutoff: float = Field(0.8, gt=0, description="cut-off of the stabilizing term (Table 3: 0.8)")
     stabilizer: float = Field(1.0, ge=0, alias="lambda", description="lambda, weight of the stabilizing term (Table 3: 1)")
     self_interaction: bool = Field(True, description="the generated samples' self-interaction (off: Fig. 4's collapse)")
+    feature_scale: float = Field(
+        0.01, gt=0, description="multiplies D's outputs before the kernels; 1 is the literal reading, where G gets no "
+        "gradient (features 10-30 cut-offs apart at initialization; docs/methods.md)")
 
 
 class GanParams(Params):
@@ -127,7 +130,7 @@ class EIEG(ImageGan):
     def settings(self) -> GanSettings:
         eie = self.params.eie
         return replace(super().settings(), cutoff=eie.cutoff, stab_cutoff=eie.stab_cutoff, stab_lambda=eie.stabilizer,
-                       generated_self=eie.self_interaction)
+                       generated_self=eie.self_interaction, feature_scale=eie.feature_scale)
 
     def discriminator_outputs(self) -> int:
         return self.params.feature_dim

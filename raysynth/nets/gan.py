@@ -5,6 +5,10 @@ EIE (seed paper 002, read as the issue says): K(r) = r^-(d-1) in a d-dimensional
 replaced below the cut-off eps by the quadratic a - b r^2 matching K's value and slope at eps. The
 kernel is computed in units of K(eps) (K / K(eps)): a constant factor, which leaves every minimizer
 and every Adam step unchanged, and keeps r^-31 (d = 32) inside float32.
+
+The paper fixes eps but not the scale of D's outputs; with r^-(d-1) that scale decides whether G gets
+a gradient at all (far beyond eps it underflows). ``GanSettings.feature_scale`` multiplies D's outputs
+before both kernels; 1 is the literal reading.
 """
 
 from __future__ import annotations
@@ -123,6 +127,7 @@ class GanSettings:
     lr_discriminator: float = 1e-5
     d_steps: int = 3
     batch_size: int = 64
+    feature_scale: float = 1.0  # D's outputs are multiplied by it before the EIE kernels (1: the literal reading)
 
 
 def discriminator_loss(settings: GanSettings, real_out: torch.Tensor, fake_out: torch.Tensor) -> torch.Tensor:
@@ -130,6 +135,7 @@ def discriminator_loss(settings: GanSettings, real_out: torch.Tensor, fake_out: 
     if settings.loss == "nonsaturating":
         return (F.binary_cross_entropy_with_logits(real_out, torch.ones_like(real_out))
                 + F.binary_cross_entropy_with_logits(fake_out, torch.zeros_like(fake_out)))
+    real_out, fake_out = real_out * settings.feature_scale, fake_out * settings.feature_scale
     energy = eie_energy(real_out, fake_out, settings.cutoff, generated_self=settings.generated_self)
     return -energy + settings.stab_lambda * self_interaction(real_out, settings.stab_cutoff)
 
@@ -138,7 +144,8 @@ def generator_loss(settings: GanSettings, real_out: torch.Tensor, fake_out: torc
     """What G minimizes: E(D(x), D(G(z))), or the non-saturating -log D(G(z))."""
     if settings.loss == "nonsaturating":
         return F.binary_cross_entropy_with_logits(fake_out, torch.ones_like(fake_out))
-    return eie_energy(real_out.detach(), fake_out, settings.cutoff, generated_self=settings.generated_self)
+    scale = settings.feature_scale
+    return eie_energy(real_out.detach() * scale, fake_out * scale, settings.cutoff, generated_self=settings.generated_self)
 
 
 def train_gan(generator: nn.Module, discriminator: nn.Module, real_batch: Callable[[int], torch.Tensor],
