@@ -6,6 +6,8 @@ fraction (samples within 3 std of a mode), mean and std over seeds.
     uv run python benchmarks/gaussians25.py --steps 2000 --seeds 0 1 2 --out benchmarks/results/gaussians25.json
     uv run python benchmarks/gaussians25.py --models eieg --lr-discriminator 1e-3 --steps 5000 --seeds 0 \
         --out benchmarks/results/gaussians25_eieg_lrd1e-3.json      # one learning-rate probe
+    uv run python benchmarks/gaussians25.py --models eieg --feature-bound tanh --steps 2000 --seeds 0 1 2 \
+        --out benchmarks/results/gaussians25_eieg_tanh.json         # D's features in a finite domain
 """
 
 from __future__ import annotations
@@ -31,21 +33,25 @@ def main() -> None:
     parser.add_argument("--lr-generator", type=float, default=TOY_EIEG.lr_generator)
     parser.add_argument("--lr-discriminator", type=float, default=TOY_EIEG.lr_discriminator,
                         help="of D (the paper gives no toy learning rates)")
+    parser.add_argument("--feature-bound", choices=["none", "tanh"], default=TOY_EIEG.feature_bound,
+                        help="EIEG's D outputs: unbounded, or in [-1, 1]^2")
     parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
     parser.add_argument("--out", default="benchmarks/results/gaussians25.json")
     args = parser.parse_args()
     torch.set_num_threads(1)
     rates = {"lr_generator": args.lr_generator, "lr_discriminator": args.lr_discriminator}
-    models = {name: replace(MODELS[name], **rates) for name in args.models}
+    models = {name: replace(MODELS[name], **rates, feature_bound=args.feature_bound) for name in args.models}
     result = {"steps": args.steps, "seeds": args.seeds, "command": "uv run python benchmarks/gaussians25.py "
               f"--steps {args.steps} --seeds {' '.join(map(str, args.seeds))} --lr-generator {args.lr_generator} "
-              f"--lr-discriminator {args.lr_discriminator} --models {' '.join(args.models)}", "models": {}}
+              f"--lr-discriminator {args.lr_discriminator} --feature-bound {args.feature_bound} --models {' '.join(args.models)}", "models": {}}
     for name, settings in models.items():
         runs = []
         for seed in args.seeds:
             start = time.perf_counter()
-            modes, quality = mode_coverage(train_toy_gan(settings, args.steps, seed))
-            runs.append({"seed": seed, "modes": modes, "high_quality": quality, "seconds": time.perf_counter() - start})
+            samples, feature_spread = train_toy_gan(settings, args.steps, seed)
+            modes, quality = mode_coverage(samples)
+            runs.append({"seed": seed, "modes": modes, "high_quality": quality, "seconds": time.perf_counter() - start,
+                         "real_feature_median_distance": feature_spread if settings.loss == "eie" else None})
             print(name, runs[-1], flush=True)
         result["models"][name] = {"settings": asdict(settings), "runs": runs,
                                   "modes_mean": float(np.mean([r["modes"] for r in runs])),

@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import torch
 
-from raysynth.nets.gan import GanSettings, mlp, train_gan
+from raysynth.nets.gan import GanSettings, eie_features, mlp, train_gan
 
 GRID = torch.tensor([(x, y) for x in (-2.0, -1.0, 0.0, 1.0, 2.0) for y in (-2.0, -1.0, 0.0, 1.0, 2.0)])
 STD = 0.05
@@ -28,8 +28,10 @@ def mode_coverage(samples: torch.Tensor, min_share: float = 0.01) -> tuple[int, 
     return int((shares >= min_share).sum()), float(good.float().mean())
 
 
-def train_toy_gan(settings: GanSettings, steps: int, seed: int, feature_dim: int = 2, samples: int = 2500) -> torch.Tensor:
-    """Trains the appendix-D MLPs (2-d noise) on the 25 Gaussians for ``steps`` G steps; returns samples."""
+def train_toy_gan(settings: GanSettings, steps: int, seed: int, feature_dim: int = 2,
+                  samples: int = 2500) -> tuple[torch.Tensor, float]:
+    """Trains the appendix-D MLPs (2-d noise) on the 25 Gaussians for ``steps`` G steps; returns samples
+    and the median distance between D's features of 256 real points as the kernels see them (EIE)."""
     generator = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -37,7 +39,9 @@ def train_toy_gan(settings: GanSettings, steps: int, seed: int, feature_dim: int
     train_gan(g, d, lambda n: twenty_five_gaussians(n, generator), lambda n: torch.randn(n, 2, generator=generator),
               settings, steps)
     with torch.no_grad():
-        return g(torch.randn(samples, 2, generator=generator))
+        made = g(torch.randn(samples, 2, generator=generator))
+        spread = float(torch.pdist(eie_features(settings, d(twenty_five_gaussians(256, generator)))).median())
+    return made, spread
 
 
 TOY_EIEG = GanSettings(loss="eie", lr_generator=1e-3, lr_discriminator=1e-4, batch_size=256)

@@ -19,7 +19,7 @@ from pydantic import ConfigDict, Field
 from raysynth.errors import RaysynthError
 from raysynth.methods.base import (Budget, Intent, Method, Params, Report, SyntheticSet, register_method, report_due,
                                    seeded_generator)
-from raysynth.nets.gan import DCGANDiscriminator, DCGANGenerator, GanLoss, GanSettings, train_gan
+from raysynth.nets.gan import DCGANDiscriminator, DCGANGenerator, FeatureBound, GanLoss, GanSettings, train_gan
 
 
 class EieParams(Params):
@@ -32,6 +32,9 @@ class EieParams(Params):
     feature_scale: float = Field(
         0.01, gt=0, description="multiplies D's outputs before the kernels; 1 is the literal reading, where G gets no "
         "gradient (features 10-30 cut-offs apart at initialization; docs/methods.md)")
+    feature_bound: FeatureBound = Field(
+        "none", description="tanh: D's outputs in [-1, 1]^d before the scale (the finite feature domain of the paper's "
+        "stability analysis); none: unbounded")
 
 
 class GanParams(Params):
@@ -130,7 +133,8 @@ class EIEG(ImageGan):
     def settings(self) -> GanSettings:
         eie = self.params.eie
         return replace(super().settings(), cutoff=eie.cutoff, stab_cutoff=eie.stab_cutoff, stab_lambda=eie.stabilizer,
-                       generated_self=eie.self_interaction, feature_scale=eie.feature_scale)
+                       generated_self=eie.self_interaction, feature_scale=eie.feature_scale,
+                       feature_bound=eie.feature_bound)
 
     def discriminator_outputs(self) -> int:
         return self.params.feature_dim

@@ -8,7 +8,9 @@ and every Adam step unchanged, and keeps r^-31 (d = 32) inside float32.
 
 The paper fixes eps but not the scale of D's outputs; with r^-(d-1) that scale decides whether G gets
 a gradient at all (far beyond eps it underflows). ``GanSettings.feature_scale`` multiplies D's outputs
-before both kernels; 1 is the literal reading.
+before both kernels; 1 is the literal reading. ``feature_bound: tanh`` first maps them into [-1, 1]^d,
+the "finite domain" the paper's stability analysis assumes; without it the stabilizer's long-range
+repulsion can spread the real features without limit.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from torch import nn
 from raysynth.nets.classifiers import padded_size  # DCGAN needs powers of two: 28 px on a 32 px canvas
 
 GanLoss = Literal["eie", "nonsaturating"]
+FeatureBound = Literal["none", "tanh"]
 
 
 def eie_kernel(distance: torch.Tensor, dimension: int, cutoff: float) -> torch.Tensor:
@@ -128,6 +131,12 @@ class GanSettings:
     d_steps: int = 3
     batch_size: int = 64
     feature_scale: float = 1.0  # D's outputs are multiplied by it before the EIE kernels (1: the literal reading)
+    feature_bound: FeatureBound = "none"  # tanh: D's outputs in [-1, 1]^d before the scale
+
+
+def eie_features(settings: GanSettings, outputs: torch.Tensor) -> torch.Tensor:
+    """D's outputs as the EIE kernels see them: bounded (``feature_bound``), then scaled."""
+    return (torch.tanh(outputs) if settings.feature_bound == "tanh" else outputs) * settings.feature_scale
 
 
 def discriminator_loss(settings: GanSettings, real_out: torch.Tensor, fake_out: torch.Tensor) -> torch.Tensor:
@@ -135,7 +144,7 @@ def discriminator_loss(settings: GanSettings, real_out: torch.Tensor, fake_out: 
     if settings.loss == "nonsaturating":
         return (F.binary_cross_entropy_with_logits(real_out, torch.ones_like(real_out))
                 + F.binary_cross_entropy_with_logits(fake_out, torch.zeros_like(fake_out)))
-    real_out, fake_out = real_out * settings.feature_scale, fake_out * settings.feature_scale
+    real_out, fake_out = eie_features(settings, real_out), eie_features(settings, fake_out)
     energy = eie_energy(real_out, fake_out, settings.cutoff, generated_self=settings.generated_self)
     return -energy + settings.stab_lambda * self_interaction(real_out, settings.stab_cutoff)
 
@@ -144,8 +153,8 @@ def generator_loss(settings: GanSettings, real_out: torch.Tensor, fake_out: torc
     """What G minimizes: E(D(x), D(G(z))), or the non-saturating -log D(G(z))."""
     if settings.loss == "nonsaturating":
         return F.binary_cross_entropy_with_logits(fake_out, torch.ones_like(fake_out))
-    scale = settings.feature_scale
-    return eie_energy(real_out.detach() * scale, fake_out * scale, settings.cutoff, generated_self=settings.generated_self)
+    return eie_energy(eie_features(settings, real_out.detach()), eie_features(settings, fake_out), settings.cutoff,
+                      generated_self=settings.generated_self)
 
 
 def train_gan(generator: nn.Module, discriminator: nn.Module, real_batch: Callable[[int], torch.Tensor],
