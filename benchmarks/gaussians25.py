@@ -23,7 +23,9 @@ import torch
 
 from raysynth.evaluation.toy import TOY_DCGAN, TOY_EIEG, mode_coverage, train_toy_gan
 
-MODELS = {"eieg": TOY_EIEG, "eieg_no_self_interaction": replace(TOY_EIEG, generated_self=False), "gan": TOY_DCGAN}
+MODELS = {"eieg": TOY_EIEG, "eieg_no_self_interaction": replace(TOY_EIEG, generated_self=False), "gan": TOY_DCGAN,
+          "eie_data_space": TOY_EIEG}
+WITHOUT_FEATURE_NETWORK = {"eie_data_space"}  # G alone under the energy on the points themselves (section 2.3)
 
 
 def main() -> None:
@@ -48,7 +50,8 @@ def main() -> None:
         runs = []
         for seed in args.seeds:
             start = time.perf_counter()
-            samples, feature_spread = train_toy_gan(settings, args.steps, seed)
+            samples, feature_spread = train_toy_gan(settings, args.steps, seed,
+                                                    feature_network=name not in WITHOUT_FEATURE_NETWORK)
             modes, quality = mode_coverage(samples)
             runs.append({"seed": seed, "modes": modes, "high_quality": quality, "seconds": time.perf_counter() - start,
                          "real_feature_median_distance": feature_spread if settings.loss == "eie" else None})

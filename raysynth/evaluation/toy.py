@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import torch
+from torch import nn
 
 from raysynth.nets.gan import GanSettings, eie_features, mlp, train_gan
 
@@ -28,14 +29,16 @@ def mode_coverage(samples: torch.Tensor, min_share: float = 0.01) -> tuple[int, 
     return int((shares >= min_share).sum()), float(good.float().mean())
 
 
-def train_toy_gan(settings: GanSettings, steps: int, seed: int, feature_dim: int = 2,
-                  samples: int = 2500) -> tuple[torch.Tensor, float]:
+def train_toy_gan(settings: GanSettings, steps: int, seed: int, feature_dim: int = 2, samples: int = 2500,
+                  feature_network: bool = True) -> tuple[torch.Tensor, float]:
     """Trains the appendix-D MLPs (2-d noise) on the 25 Gaussians for ``steps`` G steps; returns samples
-    and the median distance between D's features of 256 real points as the kernels see them (EIE)."""
+    and the median distance between D's features of 256 real points as the kernels see them (EIE).
+    ``feature_network=False``: G alone under the energy in data space (the paper's section 2.3)."""
     generator = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        g, d = mlp(2, 2), mlp(2, feature_dim if settings.loss == "eie" else 1)
+        g = mlp(2, 2)
+        d = mlp(2, feature_dim if settings.loss == "eie" else 1) if feature_network else nn.Identity()
     train_gan(g, d, lambda n: twenty_five_gaussians(n, generator), lambda n: torch.randn(n, 2, generator=generator),
               settings, steps)
     with torch.no_grad():

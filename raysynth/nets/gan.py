@@ -162,15 +162,19 @@ def train_gan(generator: nn.Module, discriminator: nn.Module, real_batch: Callab
               on_step: Callable[[int, float, float], None] = lambda step, g, d: None, start: int = 1,
               optimizers: tuple | None = None) -> tuple:
     """``steps`` generator updates, each after ``settings.d_steps`` discriminator updates (Adam,
-    betas (0.5, 0.999) as DCGAN). Returns the two optimizers (for checkpoints)."""
+    betas (0.5, 0.999) as DCGAN). A discriminator without parameters (``nn.Identity``: the energy in
+    data space, the paper's section 2.3) is not trained. Returns the two optimizers (for checkpoints)."""
+    trains_discriminator = any(True for _ in discriminator.parameters())
     if optimizers is None:
         optimizers = (torch.optim.Adam(generator.parameters(), lr=settings.lr_generator, betas=(0.5, 0.999)),
-                      torch.optim.Adam(discriminator.parameters(), lr=settings.lr_discriminator, betas=(0.5, 0.999)))
+                      torch.optim.Adam(discriminator.parameters(), lr=settings.lr_discriminator, betas=(0.5, 0.999))
+                      if trains_discriminator else None)
     g_optimizer, d_optimizer = optimizers
     generator.train()
     discriminator.train()
+    d_loss = torch.tensor(float("nan"))
     for step in range(start, steps + 1):
-        for _ in range(settings.d_steps):
+        for _ in range(settings.d_steps if trains_discriminator else 0):
             real = real_batch(settings.batch_size)
             with torch.no_grad():
                 fake = generator(noise(settings.batch_size))
