@@ -30,7 +30,7 @@ class EieParams(Params):
     stabilizer: float = Field(1.0, ge=0, alias="lambda", description="lambda, weight of the stabilizing term (Table 3: 1)")
     self_interaction: bool = Field(True, description="the generated samples' self-interaction (off: Fig. 4's collapse)")
     feature_scale: float = Field(
-        0.01, gt=0, description="multiplies D's outputs before the kernels; 1 is the literal reading, where G gets no "
+        0.001, gt=0, description="multiplies D's outputs before the kernels; 1 is the literal reading, where G gets no "
         "gradient (features 10-30 cut-offs apart at initialization; docs/methods.md)")
     feature_bound: FeatureBound = Field(
         "none", description="tanh: D's outputs in [-1, 1]^d before the scale (the finite feature domain of the paper's "
