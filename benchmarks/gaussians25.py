@@ -42,7 +42,9 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     rates = {"lr_generator": args.lr_generator, "lr_discriminator": args.lr_discriminator}
-    models = {name: replace(MODELS[name], **rates, feature_bound=args.feature_bound) for name in args.models}
+    models = {name: replace(MODELS[name], **rates,
+                            feature_bound="none" if name in WITHOUT_FEATURE_NETWORK else args.feature_bound)
+              for name in args.models}  # the bound is on D's outputs: data-space points stay where they are
     result = {"steps": args.steps, "seeds": args.seeds, "command": "uv run python benchmarks/gaussians25.py "
               f"--steps {args.steps} --seeds {' '.join(map(str, args.seeds))} --lr-generator {args.lr_generator} "
               f"--lr-discriminator {args.lr_discriminator} --feature-bound {args.feature_bound} --models {' '.join(args.models)}", "models": {}}
