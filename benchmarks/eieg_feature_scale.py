@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from raysynth.data.datasets import load_dataset
-from raysynth.nets.gan import DCGANDiscriminator, DCGANGenerator, GanSettings, train_gan
+from raysynth.nets.gan import DCGANDiscriminator, DCGANGenerator, GanSettings, eie_features, train_gan
 from raysynth.spec import default_cache_dir
 
 
@@ -40,7 +40,7 @@ def probe(real: torch.Tensor, scale: float, steps: int, seed: int) -> dict:
     def measure(step: int) -> None:
         with torch.no_grad():
             generated = g(fixed_noise)
-            spread = torch.cdist(d(real), d(generated)) * scale / settings.cutoff
+            spread = torch.cdist(eie_features(settings, d(real)), eie_features(settings, d(generated))) / settings.cutoff
         trajectory.append({"step": step, "nearest_real": nearest_real_distance(generated, real),
                            "feature_distance_in_cutoffs_median": float(spread.median())})
 
@@ -61,7 +61,7 @@ def main() -> None:
     args = parser.parse_args()
     data = load_dataset("fashion-mnist", data_root=None, cache_dir=default_cache_dir(os.environ), allow_download=False)
     real = data.train_images[data.train_labels == 0][:10].float()
-    real = real / real.max() * 2 - 1  # the generator's tanh range
+    real = real / 127.5 - 1  # uint8 -> the generator's tanh range
     own = torch.cdist(real.flatten(1), real.flatten(1)).fill_diagonal_(float("inf")).min(1).values.mean()
     runs = []
     for scale in args.scales:

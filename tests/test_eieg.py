@@ -46,7 +46,7 @@ def test_feature_scale_decides_whether_the_generator_gets_a_gradient(fashion_mni
     # Table 3's settings on 10 real images: at D's raw output scale the features lie 10-30 cut-offs
     # apart and r^-15 underflows; eie.feature_scale (default 0.001) brings them inside the kernel's reach
     real = fashion_mnist.train_images[fashion_mnist.train_labels == 0][:10].float()
-    real = real / real.max() * 2 - 1
+    real = real / 127.5 - 1  # uint8 -> the generator's tanh range
     torch.manual_seed(0)
     g, d = DCGANGenerator(1, 28, 100, 32), DCGANDiscriminator(1, 28, 16, 32)
     noise = torch.randn(64, 100)

@@ -30,9 +30,10 @@ def mode_coverage(samples: torch.Tensor, min_share: float = 0.01) -> tuple[int, 
 
 
 def train_toy_gan(settings: GanSettings, steps: int, seed: int, feature_dim: int = 2, samples: int = 2500,
-                  feature_network: bool = True) -> tuple[torch.Tensor, float]:
+                  feature_network: bool = True) -> tuple[torch.Tensor, float | None]:
     """Trains the appendix-D MLPs (2-d noise) on the 25 Gaussians for ``steps`` G steps; returns samples
-    and the median distance between D's features of 256 real points as the kernels see them (EIE).
+    and the median distance between D's features of 256 real points as the kernels see them (None
+    for the GAN loss, which has no kernel).
     ``feature_network=False``: G alone under the energy in data space (the paper's section 2.3)."""
     generator = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng(devices=[]):
@@ -43,8 +44,9 @@ def train_toy_gan(settings: GanSettings, steps: int, seed: int, feature_dim: int
               settings, steps)
     with torch.no_grad():
         made = g(torch.randn(samples, 2, generator=generator))
-        spread = float(torch.pdist(eie_features(settings, d(twenty_five_gaussians(256, generator)))).median())
-    return made, spread
+        if settings.loss != "eie":
+            return made, None
+        return made, float(torch.pdist(eie_features(settings, d(twenty_five_gaussians(256, generator)))).median())
 
 
 TOY_EIEG = GanSettings(loss="eie", lr_generator=1e-3, lr_discriminator=1e-4, batch_size=256)
