@@ -89,10 +89,19 @@ def _tracking_uri(args) -> str:
     return absolute_tracking_uri(args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db", Path.cwd())
 
 
+def _existing_store(uri: str) -> str:
+    """A verb that only reads never creates a store: a SQLite file that does not exist is an error."""
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file():
+        raise RaysynthError(f"`--tracking-uri`: no MLflow store at {uri[len('sqlite:///'):]}; run `raysynth sweep` first, "
+                            "or pass --tracking-uri sqlite:///PATH/mlflow.db")
+    return uri
+
+
 def cmd_report(args) -> int:
     from raysynth.report import write_report
 
-    markdown = write_report(args.experiment, tracking_uri=_tracking_uri(args), out_dir=Path(args.out), log=_log)
+    markdown = write_report(args.experiment, tracking_uri=_existing_store(_tracking_uri(args)), out_dir=Path(args.out),
+                            sweep_id=args.sweep, all_sweeps=args.all_sweeps, log=_log)
     print(markdown)
     return 0
 
@@ -100,7 +109,7 @@ def cmd_report(args) -> int:
 def cmd_ui(args) -> int:
     from raysynth.tracking import start_ui
 
-    return start_ui(_tracking_uri(args), host=args.host, port=args.port)
+    return start_ui(_existing_store(_tracking_uri(args)), host=args.host, port=args.port)
 
 
 def cmd_datasets(args) -> int:
@@ -143,10 +152,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_space_arguments(validate)
     validate.set_defaults(handler=cmd_validate)
 
-    report = verbs.add_parser("report", help="ablation / comparison table from MLflow (Markdown, CSV, PNG)")
+    report = verbs.add_parser("report", help="ablation / search report from MLflow: paired differences with 95 % CIs "
+                                             "(Markdown, CSV, JSON, PNG)")
     report.add_argument("--experiment", required=True)
     report.add_argument("--tracking-uri", default=None)
     report.add_argument("--out", default="reports", help="output folder (default: reports)")
+    which = report.add_mutually_exclusive_group()
+    which.add_argument("--sweep", default=None, metavar="ID", help="report this sweep (default: the latest)")
+    which.add_argument("--all-sweeps", action="store_true",
+                       help="pool every sweep of the experiment; a (step, seed) run again later counts once (its latest run)")
     report.set_defaults(handler=cmd_report)
 
     ui = verbs.add_parser("ui", help="start the MLflow UI on the tracking store")

@@ -1,15 +1,19 @@
-"""``raysynth report``: MLflow -> comparison table (Markdown, CSV) and a bar chart with error bars.
+"""``raysynth report``: MLflow (and the persisted Optuna studies) -> Markdown, CSV, JSON and PNG.
 
-For a ladder: one row per step (its best trial when the step was searched), metrics as mean ± std
-over the seed runs, and the change in accuracy from the previous step. For a search: the trials
-ranked by the objective, their sampled parameters, and Optuna's parameter importances.
+A ladder: one row per step with n, mean ± sample std over seeds, and the paired difference to the
+reference step (95 % t-interval over the per-seed differences, paired t-test and, from 6 seeds, the
+Wilcoxon signed-rank test, Holm-adjusted across the ladder). A searched step: its selected trial
+(best by the validation metric), the study's optimization history, Pareto front and parameter
+importances, and the confirmation on fresh seeds, which is the test number to quote.
 """
 
 from __future__ import annotations
 
 import csv
+import json
 import math
 import tempfile
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -18,34 +22,71 @@ import numpy as np
 import yaml
 
 from raysynth.errors import RaysynthError
+from raysynth.stats import FEW_SEEDS, PairedDifference, holm, paired_difference, summarize, t_interval
 from raysynth.tracking import Tracker
 
-SHOWN_METRICS = ("accuracy", "cas", "fid", "gain", "baseline_accuracy")
+SHOWN = ("accuracy", "val_accuracy", "cas", "fid", "repeated_accuracy", "baseline_accuracy")
+CHANCE_MARGIN = 2.0  # points: an accuracy this close to chance means the budget was too small to learn
 
 
 @dataclass
 class Row:
+    """One step (or one trial of a search): per-seed metrics of its runs."""
+
     label: str
     status: str
+    per_seed: dict[int, dict[str, float]] = field(default_factory=dict)
     params: dict[str, str] = field(default_factory=dict)
-    values: dict[str, list[float]] = field(default_factory=dict)  # metric -> one value per seed
-    objective: float | None = None
     error: str = ""
+    note: str = ""  # e.g. "selected from 4 trials"
+    difference: PairedDifference | None = None
+    p_holm: float = math.nan
+    p_wilcoxon_holm: float = math.nan
 
-    def mean(self, metric: str) -> float:
-        return float(np.mean(self.values[metric])) if self.values.get(metric) else math.nan
+    def values(self, metric: str) -> dict[int, float]:
+        return {seed: m[metric] for seed, m in self.per_seed.items() if metric in m}
 
-    def std(self, metric: str) -> float:
-        return float(np.std(self.values[metric])) if self.values.get(metric) else math.nan
+    def cell(self, metric: str) -> str:
+        summary = summarize(self.values(metric).values())
+        if summary.n == 0:
+            return "–"
+        if "fid" in metric:  # domain FIDs of small images are small numbers: significant digits
+            return f"{summary.mean:.3g}" + (f" ± {summary.std:.2g}" if summary.n > 1 else "")
+        return f"{summary.mean:.2f}" + (f" ± {summary.std:.2f}" if summary.n > 1 else "")
 
 
-def format_mean_std(mean: float, std: float, digits: int = 2) -> str:
-    if math.isnan(mean):
-        return "–"
-    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+@dataclass
+class Search:
+    """One searched step: the selected trial, the study, the confirmation."""
+
+    step: str
+    metric: str
+    trials: int
+    selected: Row | None
+    selected_value: float | None
+    confirmation: Row | None
+    study_name: str | None
+    figures: list[str] = field(default_factory=list)
+    importances: dict[str, dict[str, float]] = field(default_factory=dict)  # objective -> parameter -> importance
+    evaluator: str = ""
+    pareto: list[str] = field(default_factory=list)
 
 
-def _load_sweep(tracker: Tracker, experiment: str, sweep_id: str | None):
+# --------------------------------------------------------------------------- loading
+
+@dataclass
+class Store:
+    tracker: Tracker
+    experiment_id: str
+    sweeps: list  # the sweep runs included, oldest first
+    trials: list
+    seeds: list
+    sweep_spec: dict
+
+
+def load(tracker: Tracker, experiment: str, sweep_id: str | None, all_sweeps: bool) -> Store:
+    """The sweep's runs (``sweep_id``, else the latest; ``all_sweeps``: every sweep of the experiment).
+    Only reads: a missing store or experiment is an error, never created."""
     client = tracker.client
     found = client.get_experiment_by_name(experiment)
     if found is None:
@@ -53,182 +94,424 @@ def _load_sweep(tracker: Tracker, experiment: str, sweep_id: str | None):
         raise RaysynthError(f"`--experiment {experiment}`: no such experiment in {tracker.tracking_uri} (experiments: {names})")
     sweeps = tracker.runs(found.experiment_id, "sweep", f"tags.sweep_id = '{sweep_id}'" if sweep_id else "")
     if not sweeps:
-        raise RaysynthError(f"experiment `{experiment}` has no sweep runs in {tracker.tracking_uri}; run `raysynth sweep` first")
-    parent = max(sweeps, key=lambda r: r.info.start_time)
-    sid = parent.data.tags["sweep_id"]
-    trials = tracker.runs(found.experiment_id, "trial", f"tags.sweep_id = '{sid}'")
-    seeds = tracker.runs(found.experiment_id, "seed", f"tags.sweep_id = '{sid}'")
+        what = f"no sweep `{sweep_id}`" if sweep_id else "no sweep runs"
+        raise RaysynthError(f"experiment `{experiment}` has {what} in {tracker.tracking_uri}; run `raysynth sweep` first")
+    sweeps.sort(key=lambda r: r.info.start_time)
+    included = sweeps if all_sweeps else sweeps[-1:]
+    ids = {s.data.tags["sweep_id"] for s in included}
+    trials = [r for r in tracker.runs(found.experiment_id, "trial") if r.data.tags.get("sweep_id") in ids]
+    seeds = [r for r in tracker.runs(found.experiment_id, "seed") if r.data.tags.get("sweep_id") in ids]
     with tempfile.TemporaryDirectory() as folder:
-        path = client.download_artifacts(parent.info.run_id, "sweep.yaml", folder)
+        path = client.download_artifacts(included[-1].info.run_id, "sweep.yaml", folder)
         sweep_spec = yaml.safe_load(Path(path).read_text())
-    return parent, trials, seeds, sweep_spec
+    return Store(tracker, found.experiment_id, included, trials, seeds, sweep_spec)
 
 
-def objective(sweep_spec: dict) -> tuple[str, str]:
-    """The (first) metric and mode the sweep optimized."""
+def _selection(sweep_spec: dict) -> tuple[str, str]:
     metric, mode = sweep_spec["tune"]["metric"], sweep_spec["tune"]["mode"]
     return (metric[0] if isinstance(metric, list) else metric), (mode[0] if isinstance(mode, list) else mode)
 
 
-def build_rows(trials, seeds, sweep_spec: dict) -> tuple[list[Row], bool]:
-    """The report's rows, and whether they are ladder steps."""
-    metric, mode = objective(sweep_spec)
-    search_keys = list(sweep_spec.get("search") or {})
-    seeds_by_trial: dict[str, list] = {}
-    for run in seeds:
-        if run.info.status == "FINISHED":
-            seeds_by_trial.setdefault(run.data.tags.get("mlflow.parentRunId"), []).append(run)
+def _role(run) -> str:
+    return run.data.tags.get("raysynth.role", "grid")
 
-    def row_of(run, label: str) -> Row:
+
+def _step(run) -> str:
+    return run.data.tags.get("ablation_step", "main")
+
+
+class RowBuilder:
+    """Rows from runs: a trial's seed runs, or a step's latest seed run per seed across sweeps."""
+
+    def __init__(self, store: Store, search_keys: list[str]):
+        self.store, self.search_keys = store, search_keys
+        self.seed_runs: dict[str, list] = {}
+        for run in store.seeds:
+            if run.info.status == "FINISHED":
+                self.seed_runs.setdefault(run.data.tags.get("mlflow.parentRunId"), []).append(run)
+
+    def of_trial(self, run, label: str) -> Row:
         row = Row(label=label, status=run.info.status, error=run.data.tags.get("error", ""),
-                  objective=run.data.metrics.get(metric),
-                  params={k: run.data.params.get(f"params.{k}", "–") for k in search_keys})
-        for metric_name in SHOWN_METRICS:
-            row.values[metric_name] = [s.data.metrics[metric_name] for s in seeds_by_trial.get(run.info.run_id, [])
-                                       if metric_name in s.data.metrics]
+                  params={k: run.data.params.get(f"params.{k}", "–") for k in self.search_keys})
+        for seed_run in sorted(self.seed_runs.get(run.info.run_id, []), key=lambda r: r.info.start_time):
+            row.per_seed[int(seed_run.data.tags["seed"])] = dict(seed_run.data.metrics)
         return row
 
-    better = max if mode == "max" else min
-    ladder = bool(sweep_spec.get("ablation"))
-    if ladder:
-        rows = []
-        for step in [s["name"] for s in sweep_spec["ablation"]]:
-            runs = [r for r in trials if r.data.tags.get("ablation_step") == step]
-            finished = [r for r in runs if r.info.status == "FINISHED" and metric in r.data.metrics]
-            if finished:
-                rows.append(row_of(better(finished, key=lambda r: r.data.metrics[metric]), step))
-            elif runs:
-                rows.append(row_of(runs[0], step))
-        return rows, True
-    finished = [r for r in trials if r.info.status == "FINISHED" and metric in r.data.metrics]
-    ranked = sorted(finished, key=lambda r: r.data.metrics[metric], reverse=(mode == "max"))
-    others = [r for r in trials if r not in finished]
-    return [row_of(r, f"#{i + 1} {r.info.run_name}") for i, r in enumerate(ranked)] + \
-           [row_of(r, r.info.run_name or r.info.run_id[:8]) for r in others], False
+    def of_step(self, trials: list, label: str) -> Row:
+        """A step run in one or more sweeps: the latest finished seed run of each seed counts once."""
+        latest = max(trials, key=lambda r: r.info.start_time)
+        row = Row(label=label, status=latest.info.status, error=latest.data.tags.get("error", ""))
+        if any(t.info.status == "FINISHED" for t in trials):
+            row.status = "FINISHED"
+        for trial in sorted(trials, key=lambda r: r.info.start_time):
+            for seed_run in sorted(self.seed_runs.get(trial.info.run_id, []), key=lambda r: r.info.start_time):
+                row.per_seed[int(seed_run.data.tags["seed"])] = dict(seed_run.data.metrics)
+        return row
 
 
-def importances(trials, sweep_spec: dict) -> dict[str, float]:
-    """Optuna's (fANOVA) parameter importances over the finished trials of a search."""
+# --------------------------------------------------------------------------- building
+
+def ladder_rows(store: Store, builder: RowBuilder, searches: dict[str, Search]) -> list[Row]:
+    """One row per ladder step in file order, with paired differences to the reference step."""
+    steps = [s["name"] for s in store.sweep_spec.get("ablation") or []]
+    rows = []
+    for step in steps:
+        if step in searches:
+            if searches[step].selected is not None:
+                rows.append(searches[step].selected)
+            continue
+        trials = [t for t in store.trials if _step(t) == step and _role(t) == "grid"]
+        if trials:
+            rows.append(builder.of_step(trials, step))
+    reference = reference_step(store.sweep_spec)
+    compare(rows, reference)
+    return rows
+
+
+def reference_step(sweep_spec: dict) -> str | None:
+    steps = sweep_spec.get("ablation") or []
+    marked = [s["name"] for s in steps if s.get("reference")]
+    return marked[0] if marked else (steps[0]["name"] if steps else None)
+
+
+def compare(rows: list[Row], reference: str | None, metric: str = "accuracy") -> None:
+    """Sets each row's paired difference to the reference row and the Holm-adjusted p-values."""
+    base = next((r for r in rows if r.label == reference), None)
+    if base is None:
+        return
+    others = [r for r in rows if r is not base]
+    for row in others:
+        row.difference = paired_difference(row.values(metric), base.values(metric))
+    adjusted_t = holm([r.difference.p_t if r.difference else math.nan for r in others])
+    adjusted_w = holm([r.difference.p_wilcoxon if r.difference else math.nan for r in others])
+    for row, p_t, p_w in zip(others, adjusted_t, adjusted_w):
+        row.p_holm, row.p_wilcoxon_holm = p_t, p_w
+
+
+def search_keys(sweep_spec: dict, step: str) -> list[str]:
+    """The parameters a step searched: the space's `search:` (same method) and the step's `set: search.*`."""
+    entry = next((s for s in sweep_spec.get("ablation") or [] if s["name"] == step), None)
+    keys = [] if entry is not None and entry.get("method") not in (None, sweep_spec["method"]) else list(sweep_spec.get("search") or {})
+    for key in (entry or {}).get("set", {}):
+        if key.startswith("search."):
+            keys.append(key.removeprefix("search."))
+    return list(dict.fromkeys(keys))
+
+
+def build_search(store: Store, builder: RowBuilder, step: str, log: Callable[[str], None], out_dir: Path) -> Search:
+    metric, mode = _selection(store.sweep_spec)
+    builder = RowBuilder(store, search_keys(store.sweep_spec, step))
+    trials = [t for t in store.trials if _step(t) == step and _role(t) == "search"]
+    finished = [t for t in trials if t.info.status == "FINISHED" and metric in t.data.metrics]
+    best = (max if mode == "max" else min)(finished, key=lambda r: r.data.metrics[metric]) if finished else None
+    selected = builder.of_trial(best, step) if best is not None else None
+    if selected is not None:
+        selected.note = f"selected by {metric} from {len(finished)} trial(s)"
+    confirmations = [t for t in store.trials if _step(t) == step and _role(t) == "confirmation"]
+    confirmation = builder.of_step(confirmations, f"{step} (confirmation)") if confirmations else None
+    tags = store.sweeps[-1].data.tags
+    search = Search(step, metric, len(trials), selected, best.data.metrics[metric] if best is not None else None,
+                    confirmation, tags.get(f"optuna_study.{step}"))
+    study = _load_study(tags.get("study_storage"), search.study_name, log)
+    if study is not None:
+        _study_figures(study, search, store, out_dir, log)
+    return search
+
+
+def _load_study(storage: str | None, name: str | None, log):
+    if not storage or not name or "***" in storage:
+        return None
+    if storage.startswith("sqlite:///") and not Path(storage[len("sqlite:///"):]).exists():
+        log(f"the Optuna study {name} is not here ({storage} does not exist): no history or importances")
+        return None
     import optuna
 
-    from raysynth.spec import Distribution
-
-    search = {k: Distribution.model_validate(v) for k, v in (sweep_spec.get("search") or {}).items()}
-    metric, mode = objective(sweep_spec)
-    study = optuna.create_study(direction="maximize" if mode == "max" else "minimize")
-    for run in trials:
-        if run.info.status != "FINISHED" or metric not in run.data.metrics:
-            continue
-        params, distributions = {}, {}
-        for key, dist in search.items():
-            raw = run.data.params.get(f"params.{key}")
-            if raw is None:
-                continue
-            if dist.kind == "choice":
-                value = next((c for c in dist.choice if str(c) == raw), raw)
-                distributions[key] = optuna.distributions.CategoricalDistribution(dist.choice)
-            elif dist.kind == "int":
-                value = int(float(raw))
-                distributions[key] = optuna.distributions.IntDistribution(*dist.int)
-            else:
-                value = float(raw)
-                low, high = getattr(dist, dist.kind)
-                distributions[key] = optuna.distributions.FloatDistribution(low, high, log=dist.kind == "loguniform")
-            params[key] = value
-        study.add_trial(optuna.trial.create_trial(params=params, distributions=distributions, value=run.data.metrics[metric]))
-    return dict(optuna.importance.get_param_importances(study))
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        return optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        log(f"the Optuna study {name} is not in {storage}: no history or importances")
+        return None
 
 
-def render_markdown(title: str, rows: list[Row], ladder: bool, importance: dict[str, float] | None, note: str) -> str:
-    param_keys = list(rows[0].params) if rows and not ladder else []
-    header = ["step" if ladder else "trial", *param_keys, "accuracy (%)", "CAS (%)", "FID", "gain (pp)"]
-    if ladder:
-        header.append("Δ accuracy")
-    header += ["seeds", "status"]
-    lines = [f"# {title}", "", note, "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    previous = None
+def _study_figures(study, search: Search, store: Store, out_dir: Path, log) -> None:
+    """History, Pareto front and importances from the persisted study (Optuna's own plots)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import optuna
+    from optuna.visualization import matplotlib as optuna_plots
+
+    metrics = store.sweep_spec["tune"]["metric"]
+    metrics = metrics if isinstance(metrics, list) else [metrics]
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    if not complete:
+        return
+    run_names = {t.data.tags.get("trial_id"): t.info.run_name for t in store.trials}
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    safe = search.step.replace("/", "_")
+
+    def save(axes, name: str) -> None:
+        figure = axes.figure if hasattr(axes, "figure") else axes.flat[0].figure
+        figure.set_size_inches(7, 4.5)
+        figure.tight_layout()
+        figure.savefig(out_dir / name, dpi=110)
+        plt.close(figure)
+        search.figures.append(name)
+
+    for index, metric in enumerate(metrics):
+        target = (lambda t, i=index: t.values[i]) if len(metrics) > 1 else None
+        axes = optuna_plots.plot_optimization_history(study, target=target, target_name=metric)
+        axes.set_title(f"{search.step}: {metric} (validation) against trials")
+        save(axes, f"search_{safe}_history_{metric.replace('/', '_')}.png")
+        try:
+            evaluator = optuna.importance.PedAnovaImportanceEvaluator()
+            search.importances[metric] = dict(optuna.importance.get_param_importances(study, target=target, evaluator=evaluator))
+            search.evaluator = type(evaluator).__name__
+        except (ValueError, RuntimeError, ZeroDivisionError) as error:
+            log(f"parameter importances for {metric} unavailable: {error}")
+    if len(metrics) > 1:
+        axes = optuna_plots.plot_pareto_front(study, target_names=metrics)
+        save(axes, f"search_{safe}_pareto.png")
+        search.pareto = [run_names.get(t.user_attrs.get("tune_trial_id"), f"optuna #{t.number}") for t in study.best_trials]
+
+
+# --------------------------------------------------------------------------- rendering
+
+def _p(value: float) -> str:
+    return "–" if math.isnan(value) else ("<0.001" if value < 0.001 else f"{value:.3f}")
+
+
+def _difference_cell(row: Row) -> str:
+    d = row.difference
+    if d is None:
+        return "–"
+    if d.n < 2:
+        return f"{d.mean:+.2f} (n=1, no interval)"
+    mark = " *" if d.excludes_zero else ""
+    return f"{d.mean:+.2f} [{d.low:+.2f}, {d.high:+.2f}]{mark}"
+
+
+def _chance_warnings(rows: list[Row], chance: float) -> list[str]:
+    lines = []
     for row in rows:
-        cells = [row.label, *[row.params[k] for k in param_keys],
-                 format_mean_std(row.mean("accuracy"), row.std("accuracy")), format_mean_std(row.mean("cas"), row.std("cas")),
-                 format_mean_std(row.mean("fid"), row.std("fid"), 3), format_mean_std(row.mean("gain"), row.std("gain"))]
-        if ladder:
-            accuracy = row.mean("accuracy")
-            cells.append("–" if previous is None or math.isnan(accuracy) else f"{accuracy - previous:+.2f}")
-            previous = accuracy if not math.isnan(accuracy) else previous
-        cells += [str(len(row.values.get("accuracy", []))), row.status.lower()]
+        mean = summarize(row.values("accuracy").values()).mean
+        if math.isfinite(mean) and mean - chance < CHANCE_MARGIN:
+            lines.append(f"- ⚠ `{row.label}`: accuracy {mean:.2f} % is within {CHANCE_MARGIN:.0f} points of chance "
+                         f"({chance:.1f} %): the budget is too small to learn; do not rank it.")
+    return lines
+
+
+def header_note(store: Store) -> list[str]:
+    spec = store.sweep_spec
+    evaluation, dataset = spec.get("evaluation", {}), spec["dataset"]
+    metric, _ = _selection(spec)
+    sweeps = ", ".join(f"`{s.data.tags['sweep_id']}`" for s in store.sweeps)
+    lines = [f"Sweep{'s' if len(store.sweeps) > 1 else ''} {sweeps}; dataset `{dataset['name']}`, "
+             f"{dataset['images_per_class']} images per class, {dataset.get('validation_per_class', 0)} validation images per class.",
+             f"Selection: `{', '.join(spec['tune']['metric']) if isinstance(spec['tune']['metric'], list) else metric}` on the "
+             f"validation split; test metrics are reported, never used for a choice.",
+             f"Budget: classifier {evaluation.get('classifier')} width {evaluation.get('width') or 'default'}, "
+             f"{evaluation.get('epochs')} epochs, {evaluation.get('num_eval')} classifier(s) per set; method budget "
+             f"{spec.get('budget', {}).get('epochs')} epochs; seeds {spec['seeds']}."]
+    if any(s.data.tags.get("select_on_test") == "true" for s in store.sweeps):
+        lines.insert(0, "**⚠ This sweep selected on the TEST set (`tune.select_on_test: true`): its test numbers are "
+                        "optimistic and not to be quoted.**")
+    return lines
+
+
+def render_ladder(rows: list[Row], reference: str | None) -> list[str]:
+    header = ["step", "n", "accuracy (%)", "val accuracy (%)", "CAS (%)", "FID", "repeated (%)",
+              f"Δ accuracy vs `{reference}` [95 % CI]", "p (t, Holm)", "p (Wilcoxon, Holm)", "status"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        n = len(row.values("accuracy"))
+        cells = [row.label + (f" ({row.note})" if row.note else ""), f"{n}" + (" (<3)" if 0 < n < FEW_SEEDS else ""),
+                 row.cell("accuracy"), row.cell("val_accuracy"), row.cell("cas"), row.cell("fid"),
+                 row.cell("repeated_accuracy"), "reference" if row.label == reference else _difference_cell(row),
+                 _p(row.p_holm), _p(row.p_wilcoxon_holm), row.status.lower()]
         lines.append("| " + " | ".join(cells) + " |")
-    failed = [r for r in rows if r.error]
-    if failed:
-        lines += ["", "Failed trials:", *[f"- {r.label}: {r.error}" for r in failed]]
-    if importance:
-        lines += ["", "Parameter importances (Optuna, fANOVA):", "",
-                  "| parameter | importance |", "|---|---|", *[f"| {k} | {v:.3f} |" for k, v in importance.items()]]
-    return "\n".join(lines) + "\n"
+    lines += ["", "Δ: the paired difference of test accuracy over the seeds both steps ran (the seed fixes the few-shot "
+              "set), its 95 % t-interval; * marks an interval that excludes 0. p: paired t-test (Wilcoxon signed-rank "
+              "from 6 seeds), Holm-adjusted across the ladder (the intervals are not adjusted). n < 3: too few seeds for "
+              "a claim. repeated: the few-shot set repeated to the training set's size (equal SGD steps)."]
+    return lines
+
+
+def render_search(search: Search) -> list[str]:
+    lines = [f"## Search `{search.step}`", ""]
+    if search.selected is None:
+        return lines + [f"No trial of the {search.trials} finished with `{search.metric}`.", ""]
+    params = ", ".join(f"{k}={v}" for k, v in search.selected.params.items())
+    lines.append(f"Selected configuration ({params}): `{search.metric}` {search.selected_value:.4g}, best of "
+                 f"{search.trials} trial(s) on seeds {sorted(search.selected.per_seed)}.")
+    if search.confirmation is not None and search.confirmation.values("accuracy"):
+        values = list(search.confirmation.values("accuracy").values())
+        summary, (low, high) = summarize(values), t_interval(values)
+        interval = f" [95 % CI {low:.2f}, {high:.2f}]" if summary.n > 1 else ""
+        few = f" (only {summary.n} seed(s): too few for a claim)" if summary.n < FEW_SEEDS else ""
+        lines.append(f"**Confirmation on fresh seeds {sorted(search.confirmation.per_seed)}: test accuracy "
+                     f"{summary.mean:.2f} %{interval}, n = {summary.n}{few}.** This is the number to quote.")
+    else:
+        lines.append("No confirmation run (`tune.confirm_seeds` is empty): the selected trial's test accuracy "
+                     f"{search.selected.cell('accuracy')} % was measured on the seeds the search used.")
+    if search.pareto:
+        lines.append(f"Pareto front (validation objectives): {', '.join(search.pareto)}.")
+    for objective, values in search.importances.items():
+        lines += ["", f"Parameter importances for `{objective}` (Optuna, {search.evaluator}):", "",
+                  "| parameter | importance |", "|---|---|", *[f"| {k} | {v:.3f} |" for k, v in values.items()]]
+    if search.figures:
+        lines += ["", *[f"![{name}]({name})" for name in search.figures]]
+    return lines + [""]
+
+
+def render_trials(rows: list[Row], metric: str) -> list[str]:
+    keys = list(rows[0].params) if rows else []
+    header = ["trial", *keys, f"{metric}", "accuracy (%)", "CAS (%)", "FID", "n", "status"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        lines.append("| " + " | ".join([row.label, *[row.params[k] for k in keys], row.cell(metric), row.cell("accuracy"),
+                                        row.cell("cas"), row.cell("fid"), str(len(row.values("accuracy"))),
+                                        row.status.lower()]) + " |")
+    return lines
+
+
+def plot_ladder(path: Path, rows: list[Row], reference: str | None, title: str, subtitle: str) -> None:
+    """Left: test accuracy per step (mean ± sample std); right: paired differences with 95 % intervals."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shown = [r for r in rows if r.values("accuracy")]
+    figure, (left, right) = plt.subplots(1, 2, figsize=(max(10, 1.1 * len(shown) + 6), 4.8),
+                                         gridspec_kw={"width_ratios": [3, 2]})
+    x = np.arange(len(shown))
+    for offset, metric, name in ((-0.2, "accuracy", "test accuracy"), (0.2, "val_accuracy", "validation accuracy")):
+        summaries = [summarize(r.values(metric).values()) for r in shown]
+        left.bar(x + offset, [s.mean for s in summaries], 0.38, label=name,
+                 yerr=[0 if math.isnan(s.std) else s.std for s in summaries], capsize=3)
+    repeated = [(xi - 0.2, summarize(r.values("repeated_accuracy").values()).mean) for xi, r in zip(x, shown)
+                if r.values("repeated_accuracy")]
+    if repeated:
+        left.scatter(*zip(*repeated), marker="D", color="black", zorder=3, label="few-shot set repeated (equal steps)")
+    left.set_xticks(x, [r.label for r in shown], rotation=30, ha="right")
+    left.set_ylabel("accuracy (%), mean ± sample std")
+    left.set_ylim(0, 118)
+    left.legend(loc="upper left", ncol=2, fontsize=7)
+    left.set_title(title, fontsize=10)
+    compared = [r for r in shown if r.difference is not None and r.label != reference]
+    y = np.arange(len(compared))[::-1]
+    for yi, row in zip(y, compared):
+        d = row.difference
+        color = "tab:green" if d.excludes_zero and d.mean > 0 else "tab:red" if d.excludes_zero else "tab:gray"
+        if d.n > 1:
+            right.errorbar(d.mean, yi, xerr=[[d.mean - d.low], [d.high - d.mean]], fmt="o", color=color, capsize=4)
+        else:
+            right.plot(d.mean, yi, "o", color=color, mfc="none")
+        right.annotate(f"n={d.n}", (d.mean, yi), textcoords="offset points", xytext=(0, 7), ha="center", fontsize=7)
+    right.axvline(0, color="black", lw=0.8)
+    right.set_yticks(y, [r.label for r in compared])
+    right.set_xlabel(f"Δ test accuracy vs {reference} (points)")
+    right.set_title("paired differences over seeds, 95 % CI\n(green / red: the interval excludes 0)", fontsize=9)
+    import textwrap
+
+    figure.text(0.01, 0.01, textwrap.fill(subtitle, 170), fontsize=7, va="bottom")
+    figure.tight_layout(rect=(0, 0.09, 1, 1))
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def _row_json(row: Row) -> dict:
+    out = {"label": row.label, "status": row.status, "params": row.params, "note": row.note,
+           "per_seed": {str(s): {k: v for k, v in m.items() if not k.startswith(("train/", "probe/"))}
+                        for s, m in sorted(row.per_seed.items())}}
+    if row.difference is not None:
+        d = row.difference
+        out["difference"] = {"metric": "accuracy", "seeds": list(d.seeds), "mean": d.mean, "ci95": [d.low, d.high],
+                             "p_t": d.p_t, "p_t_holm": row.p_holm, "p_wilcoxon": d.p_wilcoxon,
+                             "p_wilcoxon_holm": row.p_wilcoxon_holm}
+    return out
 
 
 def write_csv(path: Path, rows: list[Row]) -> None:
     with open(path, "w", newline="") as handle:
         writer = csv.writer(handle)
         params = list(rows[0].params) if rows else []
-        writer.writerow(["label", *params, *[f"{m}_{s}" for m in SHOWN_METRICS for s in ("mean", "std")], "seeds", "status"])
+        writer.writerow(["label", *params, "n", *[f"{m}_{s}" for m in SHOWN for s in ("mean", "std")],
+                         "delta_accuracy", "delta_ci_low", "delta_ci_high", "p_t_holm", "p_wilcoxon_holm", "status"])
         for row in rows:
-            writer.writerow([row.label, *[row.params[k] for k in params],
-                             *[f"{v:.6g}" for m in SHOWN_METRICS for v in (row.mean(m), row.std(m))],
-                             len(row.values.get("accuracy", [])), row.status])
-
-
-def plot(path: Path, rows: list[Row], title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    shown = [r for r in rows if r.values.get("accuracy")]
-    labels = [r.label for r in shown]
-    x = np.arange(len(shown))
-    figure, (left, right) = plt.subplots(1, 2, figsize=(max(8, 1.3 * len(shown) + 4), 4.5),
-                                         gridspec_kw={"width_ratios": [2, 1]})
-    width = 0.38
-    for offset, metric, name in ((-width / 2, "accuracy", "accuracy"), (width / 2, "cas", "CAS")):
-        left.bar(x + offset, [r.mean(metric) for r in shown], width, yerr=[r.std(metric) for r in shown], capsize=3, label=name)
-    left.set_xticks(x, labels, rotation=30, ha="right")
-    left.set_ylabel("test accuracy (%)")
-    left.legend()
-    left.set_title(title)
-    right.bar(x, [r.mean("fid") for r in shown], 0.6, yerr=[r.std("fid") for r in shown], capsize=3, color="tab:gray")
-    right.set_xticks(x, labels, rotation=30, ha="right")
-    right.set_ylabel("FID (lower is better)")
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
+            d = row.difference
+            summaries = [summarize(row.values(m).values()) for m in SHOWN]
+            writer.writerow([row.label, *[row.params[k] for k in params], len(row.values("accuracy")),
+                             *[f"{v:.6g}" for s in summaries for v in (s.mean, s.std)],
+                             *([f"{d.mean:.6g}", f"{d.low:.6g}", f"{d.high:.6g}"] if d else ["", "", ""]),
+                             f"{row.p_holm:.6g}", f"{row.p_wilcoxon_holm:.6g}", row.status])
 
 
 def write_report(experiment: str, *, tracking_uri: str, out_dir: Path, sweep_id: str | None = None,
-                 log: Callable[[str], None] = print) -> str:
-    """Writes report.md, report.csv and report.png for the latest (or the given) sweep; returns the Markdown."""
+                 all_sweeps: bool = False, log: Callable[[str], None] = print) -> str:
+    """Writes report.{md,csv,json,png} (and the searches' plots) for the latest, the given or all
+    sweeps of ``experiment``; returns the Markdown."""
+    from raysynth.data.datasets import DATASETS
+
     tracker = Tracker(tracking_uri, retry_seconds=10)
-    parent, trials, seeds, sweep_spec = _load_sweep(tracker, experiment, sweep_id)
-    rows, ladder = build_rows(trials, seeds, sweep_spec)
-    if not rows:
-        raise RaysynthError(f"sweep {parent.data.tags['sweep_id']} of `{experiment}` has no trial runs yet")
-    importance = None
-    if not ladder and sweep_spec.get("search"):
-        try:
-            importance = importances(trials, sweep_spec)
-        except (ValueError, RuntimeError) as error:
-            log(f"parameter importances unavailable: {error}")
-    evaluation = sweep_spec.get("evaluation", {})
-    note = (f"Sweep `{parent.data.tags['sweep_id']}`, dataset `{sweep_spec['dataset']['name']}` at "
-            f"{sweep_spec['dataset']['images_per_class']} images per class; mean ± std over seeds {sweep_spec['seeds']}; "
-            f"classifier {evaluation.get('classifier')} (width {evaluation.get('width') or 'default'}), "
-            f"{evaluation.get('epochs')} epochs, {evaluation.get('num_eval')} classifier(s) per set; "
-            f"method budget {sweep_spec.get('budget', {}).get('epochs')} epochs.")
-    markdown = render_markdown(f"{experiment}: {'ablation ladder' if ladder else 'search'}", rows, ladder, importance, note)
+    store = load(tracker, experiment, sweep_id, all_sweeps)
+    spec = store.sweep_spec
+    metric, _ = _selection(spec)
+    search_keys = list(spec.get("search") or {})
+    builder = RowBuilder(store, search_keys)
     out_dir.mkdir(parents=True, exist_ok=True)
+    searched = list(dict.fromkeys(_step(t) for t in store.trials if _role(t) == "search"))
+    searches = {step: build_search(store, builder, step, log, out_dir) for step in searched}
+    ladder = bool(spec.get("ablation"))
+    reference = reference_step(spec)
+    if ladder:
+        rows = ladder_rows(store, builder, searches)
+    else:
+        search_trials = [t for t in store.trials if _role(t) in ("search", "grid")]
+        finished = sorted([t for t in search_trials if metric in t.data.metrics], key=lambda r: r.data.metrics[metric],
+                          reverse=_selection(spec)[1] == "max")
+        others = [t for t in search_trials if t not in finished]
+        rows = [builder.of_trial(t, f"#{i + 1} {t.info.run_name}") for i, t in enumerate(finished)] + \
+               [builder.of_trial(t, t.info.run_name or t.info.run_id[:8]) for t in others]
+    if not rows:
+        raise RaysynthError(f"sweep {store.sweeps[-1].data.tags['sweep_id']} of `{experiment}` has no trial runs yet")
+    title = f"{experiment}: {'ablation ladder' if ladder else 'search'}"
+    note = header_note(store)
+    lines = [f"# {title}", "", *note, ""]
+    lines += render_ladder(rows, reference) if ladder else render_trials(rows, metric)
+    chance = 100.0 / DATASETS.get(spec["dataset"]["name"]).num_classes if spec["dataset"]["name"] in DATASETS else 0.0
+    warnings_ = _chance_warnings(rows, chance)
+    if warnings_:
+        lines += ["", *warnings_]
+    failed = [r for r in rows if r.error]
+    if failed:
+        lines += ["", "Failed trials:", *[f"- {r.label}: {r.error}" for r in failed]]
+    for search in searches.values():
+        lines += ["", *render_search(search)]
+    markdown = "\n".join(lines).rstrip() + "\n"
     (out_dir / "report.md").write_text(markdown)
     write_csv(out_dir / "report.csv", rows)
-    plot(out_dir / "report.png", rows, experiment)
-    for name in ("report.md", "report.csv", "report.png"):
-        tracker.log_artifact(parent.info.run_id, out_dir / name, "report")
-    log(f"report written to {out_dir}/report.{{md,csv,png}} and logged to the sweep's run")
+    (out_dir / "report.json").write_text(json.dumps({
+        "experiment": experiment, "sweeps": [s.data.tags["sweep_id"] for s in store.sweeps], "selection_metric": metric,
+        "reference": reference if ladder else None, "rows": [_row_json(r) for r in rows],
+        "searches": {step: {"selected": _row_json(s.selected) if s.selected else None, "selection_metric": s.metric,
+                            "selected_value": s.selected_value, "trials": s.trials,
+                            "confirmation": _row_json(s.confirmation) if s.confirmation else None,
+                            "importances": s.importances, "importance_evaluator": s.evaluator, "pareto": s.pareto}
+                     for step, s in searches.items()}}, indent=2, default=float))
+    subtitle = " ".join(note[-2:])
+    if ladder:
+        plot_ladder(out_dir / "report.png", rows, reference, title, subtitle)
+    elif searches and next(iter(searches.values())).figures:
+        import shutil
+
+        shutil.copy(out_dir / next(iter(searches.values())).figures[0], out_dir / "report.png")
+    names = ["report.md", "report.csv", "report.json", "report.png"] + [f for s in searches.values() for f in s.figures]
+    for name in names:
+        if (out_dir / name).exists():
+            tracker.log_artifact(store.sweeps[-1].info.run_id, out_dir / name, "report")
+    log(f"report written to {out_dir}/report.{{md,csv,json,png}} and logged to the sweep's run")
     return markdown

@@ -19,9 +19,8 @@ from raysynth.errors import NonFiniteLossError, RaysynthError
 from raysynth.evaluation import ClassifierProtocol, EvaluationSettings, Evaluator
 from raysynth.evaluation.augment import policy_for
 from raysynth.methods import METHODS, Budget, SyntheticSet
+from raysynth.metrics import seed_spread_metrics
 from raysynth.spec import SweepSpec
-
-SEED_SPREAD_METRICS = ("accuracy", "cas", "baseline_accuracy", "gain", "fid")
 
 
 class TrialObserver(Protocol):
@@ -71,12 +70,12 @@ def check_synthetic(synthetic: SyntheticSet, split: Split, method: str) -> None:
 
 
 def aggregate(per_seed: list[dict[str, float]]) -> dict[str, float]:
-    """Mean over seeds of every metric, plus ``<metric>_seed_std`` for the headline metrics."""
+    """Mean over seeds of every metric, plus ``<metric>_seed_std`` (sample std, ddof 1) for the headline metrics."""
     keys = [k for k in per_seed[0] if all(k in m for m in per_seed)]
     result = {k: float(np.mean([m[k] for m in per_seed])) for k in keys}
-    for key in SEED_SPREAD_METRICS:
-        if key in result:
-            result[f"{key}_seed_std"] = float(np.std([m[key] for m in per_seed]))
+    for key in seed_spread_metrics():
+        if key in result and len(per_seed) > 1:
+            result[f"{key}_seed_std"] = float(np.std([m[key] for m in per_seed], ddof=1))
     result["seeds"] = float(len(per_seed))
     return result
 
@@ -120,7 +119,7 @@ def run_trial(spec: SweepSpec, dataset: ImageDataset, observer: TrialObserver,
             log(f"[{spec.method} seed {seed}] finished before the restart")
             per_seed.append(state.seeds_done[seed])
             continue
-        split = make_split(dataset, spec.dataset.images_per_class, seed)
+        split = make_split(dataset, spec.dataset.images_per_class, seed, spec.dataset.validation_per_class)
         if seed in state.synthetic:
             images, labels, info = state.synthetic[seed]
             synthetic = SyntheticSet(images, labels, info)
@@ -140,9 +139,12 @@ def run_trial(spec: SweepSpec, dataset: ImageDataset, observer: TrialObserver,
         evaluator = Evaluator(evaluation_settings(spec, probe=index == 0), split, device=device,
                               cache_dir=Path(spec.cache_dir), log=log, checkpointer=checkpointer,
                               on_metrics=lambda metrics, seed=seed: observer.on_progress(seed, next_step(), metrics))
-        metrics = evaluator.evaluate(synthetic, method_cls.intent, method.references(split, seed))
-        log(f"[{spec.method} seed {seed}] accuracy {metrics['accuracy']:.2f} % (baseline {metrics['baseline_accuracy']:.2f} %), "
-            f"cas {metrics['cas']:.2f} %, fid {metrics['fid']:.3g}")
+        metrics = evaluator.evaluate(synthetic, method_cls.intent, method.references(split, seed),
+                                     repeated_control=method_cls.equal_steps_control())
+        log(f"[{spec.method} seed {seed}] accuracy {metrics['accuracy']:.2f} % (baseline {metrics['baseline_accuracy']:.2f} %"
+            + (f", repeated {metrics['repeated_accuracy']:.2f} %" if "repeated_accuracy" in metrics else "")
+            + f"), cas {metrics['cas']:.2f} %, fid {metrics['fid']:.3g}"
+            + (f"; validation accuracy {metrics['val_accuracy']:.2f} %" if "val_accuracy" in metrics else ""))
         observer.on_seed_end(seed, metrics, synthetic, split)
         state.seeds_done[seed] = metrics
         state.synthetic.pop(seed, None)

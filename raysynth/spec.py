@@ -19,8 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from raysynth.errors import SpecError
 from raysynth.methods import METHODS
-
-CORE_METRICS = ("accuracy", "accuracy_std", "cas", "cas_std", "baseline_accuracy", "gain", "fid")
+from raysynth.metrics import METRICS, selection_metrics, validation_counterpart
 
 
 class Strict(BaseModel):
@@ -30,6 +29,8 @@ class Strict(BaseModel):
 class DatasetSpec(Strict):
     name: str = Field("digits", description="a registered dataset (`raysynth datasets` lists them)")
     images_per_class: int = Field(10, ge=1, description="size of the few-shot set, per class")
+    validation_per_class: int = Field(50, ge=0, le=100000, description="labelled training images per class that no "
+                                      "method sees, for selection (val_* metrics); 0: none (no search, no ASHA)")
     root: str | None = Field(None, description="folder with the dataset's files; default $RAYSYNTH_DATA")
     download: bool = Field(True, description="let torchvision download a dataset that is not here (needs network)")
 
@@ -49,7 +50,7 @@ class EvaluationSpec(Strict):
     fid: str = Field("domain", description="FID feature space: domain | inception")
     fid_samples: int = Field(10000, ge=2, description="at most this many images per side of the FID")
     inception_weights: str | None = Field(None, description="local path of the FID Inception weights (offline)")
-    probe_every: int = Field(10, ge=0, description="report probe/accuracy every N classifier epochs (ASHA's signal)")
+    probe_every: int = Field(10, ge=0, description="report probe/val_accuracy every N classifier epochs (ASHA's signal)")
 
 
 class ResourcesSpec(Strict):
@@ -66,7 +67,8 @@ class SchedulerSpec(Strict):
 
 class TuneSpec(Strict):
     num_samples: int = Field(1, ge=1, description="Optuna trials per search (per ablation step)")
-    metric: str | list[str] = "accuracy"
+    metric: str | list[str] = Field("val_accuracy", description="what the searcher optimizes and the best trial is "
+                                    "chosen by: a validation metric (val_accuracy, val_fid, ...)")
     mode: Literal["max", "min"] | list[Literal["max", "min"]] = "max"
     max_concurrent: int = Field(2, ge=1)
     resources_per_trial: ResourcesSpec = ResourcesSpec()
@@ -76,6 +78,13 @@ class TuneSpec(Strict):
     scheduler: SchedulerSpec = SchedulerSpec()
     sampler: Literal["tpe", "nsga2", "random"] | None = Field(None, description="None: TPE, NSGA-II for several metrics")
     sampler_seed: int = Field(0, description="seed of the Optuna sampler, so a sweep's proposals are reproducible")
+    select_on_test: bool = Field(False, description="allow a test metric as tune.metric (recorded on the sweep run "
+                                 "and printed in the report): numbers selected this way are optimistic")
+    confirm_seeds: list[int] = Field(default_factory=list, description="after a search, the selected configuration "
+                                     "runs again on these seeds, which the search never saw: its test accuracy is "
+                                     "the number to quote")
+    study_storage: str | None = Field(None, description="Optuna storage URL of the searches' studies; default "
+                                      "sqlite:///optuna.db beside a SQLite tracking store (or in the working folder)")
 
     @model_validator(mode="after")
     def _metric_mode_match(self):
@@ -143,6 +152,8 @@ class AblationStep(Strict):
     method: str | None = Field(None, description="the step's method; default: the space's `method`")
     params: dict[str, Any] = Field(default_factory=dict, description="merged over `params` when the method is the same")
     set: dict[str, Any] = Field(default_factory=dict, description="other dotted keys to override, e.g. dataset.images_per_class")
+    reference: bool = Field(False, description="the step every other step is compared with in the report (paired "
+                            "over seeds); default: the first step")
 
 
 class SweepSpec(Strict):
@@ -303,19 +314,55 @@ def build_spec(data: Mapping[str, Any], *, check_ablation: bool = True) -> Sweep
         reason = str(error).removeprefix(f"`{error.key}`: ")
         raise SpecError(error.key, f"{reason} (these are `{spec.method}`'s params; steps {', '.join(other)} run "
                                    "another method and take theirs from the step's `params:` in the file)") from None
-    for metric in spec.tune.metrics:
-        if metric not in CORE_METRICS:
-            nearest = difflib.get_close_matches(metric, CORE_METRICS, n=1)
-            hint = f"did you mean `{nearest[0]}`? " if nearest else ""
-            raise SpecError("tune.metric", f"unknown metric `{metric}`: {hint}known: {', '.join(CORE_METRICS)}")
+    _check_selection(spec)
+    _check_split(spec)
     _check_search(spec)
     if check_ablation:
         names = [step.name for step in spec.ablation]
         if len(set(names)) != len(names):
             raise SpecError("ablation", f"step names must be unique, but got {names}")
+        references = [step.name for step in spec.ablation if step.reference]
+        if len(references) > 1:
+            raise SpecError("ablation", f"at most one step may be the `reference: true`, but got {references}")
         for index in range(len(spec.ablation)):
             step_spec(spec, index)  # validates the step
     return spec
+
+
+def _check_selection(spec: SweepSpec) -> None:
+    """Selection uses validation metrics; a test metric needs the explicit, recorded exception."""
+    for metric in spec.tune.metrics:
+        if metric not in METRICS or metric.startswith("probe/"):
+            known = selection_metrics()
+            nearest = difflib.get_close_matches(metric, known, n=1)
+            hint = f"did you mean `{nearest[0]}`? " if nearest else ""
+            raise SpecError("tune.metric", f"unknown metric `{metric}`: {hint}selectable: {', '.join(known)}")
+        if METRICS[metric].split == "test" and not spec.tune.select_on_test:
+            instead = validation_counterpart(metric) or "val_accuracy"
+            raise SpecError("tune.metric", f"`{metric}` is measured on the test set, which selection must not see; "
+                                           f"use `{instead}` (or set tune.select_on_test: true to select on test, recorded as such)")
+    overlap = sorted(set(spec.tune.confirm_seeds) & set(spec.seeds))
+    if overlap:
+        raise SpecError("tune.confirm_seeds", f"must be seeds the search never saw, but {overlap} are also in `seeds`")
+    if len(set(spec.tune.confirm_seeds)) != len(spec.tune.confirm_seeds):
+        raise SpecError("tune.confirm_seeds", f"must not repeat a seed, but got {spec.tune.confirm_seeds}")
+
+
+def _check_split(spec: SweepSpec) -> None:
+    """The few-shot and validation sets must fit the dataset's smallest class; selection needs validation images."""
+    from raysynth.data import DATASETS
+
+    dataset = spec.dataset
+    if dataset.validation_per_class == 0:
+        if spec.search:
+            raise SpecError("dataset.validation_per_class", "is 0, but this space searches (`search:`), and the "
+                                                            "searcher selects on validation images; set it to e.g. 50")
+        if spec.tune.scheduler.kind == "asha":
+            raise SpecError("dataset.validation_per_class", "is 0, but ASHA early-stops on probe/val_accuracy; "
+                                                            "set it to e.g. 50, or tune.scheduler.kind: fifo")
+    problem = DATASETS.get(dataset.name).check_split(dataset.images_per_class, dataset.validation_per_class)
+    if problem:
+        raise SpecError("dataset.images_per_class", f"{problem}; lower dataset.images_per_class or dataset.validation_per_class")
 
 
 def _check_search(spec: SweepSpec) -> None:
@@ -401,10 +448,13 @@ def only_steps(spec: SweepSpec, names: list[str]) -> SweepSpec:
     return build_spec(data)
 
 
-def with_sampled(spec: SweepSpec, sampled: Mapping[str, Any]) -> SweepSpec:
-    """The spec of one trial: values Optuna sampled (dotted ``params`` keys) applied and validated."""
+def with_sampled(spec: SweepSpec, sampled: Mapping[str, Any], seeds: list[int] | None = None) -> SweepSpec:
+    """The spec of one trial: values Optuna sampled (dotted ``params`` keys) applied and validated;
+    ``seeds`` replaces the spec's seeds (a confirmation run)."""
     data = spec.to_data()
     data["params"] = apply_overrides(data["params"], sampled)
+    if seeds:
+        data["seeds"], data["tune"]["confirm_seeds"] = list(seeds), []
     return build_spec(data, check_ablation=False)
 
 
@@ -432,7 +482,17 @@ def resolve_defaults(data: dict[str, Any], environ: Mapping[str, str], cwd: Path
         if "://" not in storage:
             storage = str((cwd / storage).resolve())
         tune["storage"] = storage
+        study = tune.get("study_storage")
+        if isinstance(tracking, dict) and isinstance(tracking.get("uri"), str) and (study is None or isinstance(study, str)):
+            tune["study_storage"] = absolute_tracking_uri(study or default_study_storage(tracking["uri"], cwd), cwd)
     return data
+
+
+def default_study_storage(tracking_uri: str, cwd: Path) -> str:
+    """``optuna.db`` beside a SQLite tracking store, else in the working folder."""
+    if tracking_uri.startswith("sqlite:///"):
+        return f"sqlite:///{Path(tracking_uri[len('sqlite:///'):]).parent / 'optuna.db'}"
+    return f"sqlite:///{cwd.resolve() / 'optuna.db'}"
 
 
 def absolute_tracking_uri(uri: str, cwd: Path) -> str:

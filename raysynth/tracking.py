@@ -48,6 +48,23 @@ def redact(data: Any, path: str = "") -> Any:
     return data
 
 
+def redact_uri(uri: str | None) -> str | None:
+    """``scheme://user:password@host/...?token=...`` -> ``scheme://***@host/...?token=***``."""
+    if not uri or "://" not in uri:
+        return uri
+    from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+    parts = urlsplit(uri)
+    pairs = parse_qsl(parts.query, keep_blank_values=True)
+    if "@" not in parts.netloc and not any(is_secret_key(k) for k, _ in pairs):
+        return uri  # nothing to hide; urlunsplit would also drop the empty host of sqlite:////abs/path
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = f"{REDACTED}@{netloc.rsplit('@', 1)[1]}"
+    query = urlencode([(k, REDACTED if is_secret_key(k) else v) for k, v in pairs], safe="*")
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
 def git_commit(folder: Path) -> str:
     """The commit of the code that runs (``unknown`` outside a git checkout)."""
     try:

@@ -135,7 +135,7 @@ def test_a_restarting_tracking_server_loses_no_trial_and_no_metric(tmp_path, mlf
     def both_training():
         trials = trial_runs(mlflow_server.url)
         seeds = [client.search_runs([t.info.experiment_id], f"tags.`mlflow.parentRunId` = '{t.info.run_id}'") for t in trials]
-        return len(trials) == 2 and all(s and "probe/accuracy" in s[0].data.metrics for s in seeds)
+        return len(trials) == 2 and all(s and "probe/val_accuracy" in s[0].data.metrics for s in seeds)
 
     wait_until(both_training, what="both trials to be training")
     mlflow_server.stop()

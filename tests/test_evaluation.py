@@ -14,15 +14,15 @@ CPU = torch.device("cpu")
 def test_protocol_learns_digits_from_ten_images_per_class(digits, cache_dir):
     split = make_split(digits, 10, seed=0)
     settings = EvaluationSettings(ClassifierProtocol(width=32, epochs=150), num_eval=1)
-    mean, _ = Evaluator(settings, split, device=CPU, cache_dir=cache_dir).accuracy("real", *split.fewshot)
-    assert mean > 60.0  # chance is 10 %; 150 SGD steps reach ~77 %
+    scores = Evaluator(settings, split, device=CPU, cache_dir=cache_dir).scores("real", *split.fewshot)
+    assert np.mean(scores.test) > 60.0  # chance is 10 %; 150 SGD steps reach ~77 %
 
 
 def test_protocol_is_reproducible_from_its_seed(digits, cache_dir):
     split = make_split(digits, 5, seed=0)
     settings = EvaluationSettings(ClassifierProtocol(width=8, epochs=3), num_eval=2)
-    first = Evaluator(settings, split, device=CPU, cache_dir=cache_dir).accuracy("a", *split.fewshot)
-    second = Evaluator(settings, split, device=CPU, cache_dir=cache_dir).accuracy("b", *split.fewshot)
+    first = Evaluator(settings, split, device=CPU, cache_dir=cache_dir).scores("a", *split.fewshot)
+    second = Evaluator(settings, split, device=CPU, cache_dir=cache_dir).scores("b", *split.fewshot)
     assert first == second
 
 
@@ -70,3 +70,30 @@ def test_inception_fid_without_its_extra_or_weights_says_how_to_get_them(digits,
     context = FidContext(digits, CPU, cache_dir, inception_weights=str(cache_dir / "missing-weights.pth"))
     with pytest.raises(RaysynthError, match=r"uv sync --extra inception|inception_weights"):
         FID_BACKENDS.get("inception")(context)
+
+
+def test_every_accuracy_is_scored_on_validation_too_and_probes_use_validation_images(digits, cache_dir):
+    split = make_split(digits, 3, seed=0, validation_per_class=20)
+    settings = EvaluationSettings(ClassifierProtocol(width=8, epochs=2), num_eval=1, probe_every=1)
+    probes = []
+    metrics = Evaluator(settings, split, device=CPU, cache_dir=cache_dir, on_metrics=probes.append).evaluate(
+        SyntheticSet(*split.fewshot), Intent.EXPANSION, repeated_control=True)
+    expected = {"val_accuracy", "val_cas", "val_baseline_accuracy", "val_gain", "val_fid", "repeated_accuracy",
+                "val_repeated_accuracy", "gain_vs_repeated", "accuracy", "fid"}
+    assert expected <= set(metrics) and [set(p) for p in probes] == [{"probe/val_accuracy", "probe/epoch"}] * 2
+
+
+def test_the_repeated_control_is_the_fewshot_set_tiled_to_the_training_size(digits):
+    from raysynth.evaluation.evaluate import repeated_fewshot
+
+    split = make_split(digits, 4, seed=1)
+    images, labels = repeated_fewshot(split, 4 * 10 * 3)
+    assert torch.equal(images, split.fewshot[0].repeat(3, 1, 1, 1)) and torch.equal(labels, split.fewshot[1].repeat(3))
+
+
+def test_a_methods_info_cannot_overwrite_a_contract_metric(digits, cache_dir):
+    split = make_split(digits, 2, seed=0)
+    settings = EvaluationSettings(ClassifierProtocol(width=8, epochs=1), num_eval=1)
+    metrics = Evaluator(settings, split, device=CPU, cache_dir=cache_dir).evaluate(
+        SyntheticSet(*split.fewshot, info={"accuracy": 123.0}), Intent.GENERATION)
+    assert metrics["accuracy"] != 123.0 and metrics["info/accuracy"] == 123.0

@@ -108,3 +108,36 @@ def test_only_keeps_the_named_ladder_steps_and_refuses_unknown_ones():
     with pytest.raises(SpecError, match="did you mean `mhsa`"):
         only_steps(spec, ["mhs"])
     assert kept == ["real_10", "mhsa_egm"]  # in the file's order
+
+
+def validate_fails(tmp_path: Path, path: Path, *sets: str) -> str:
+    args = ["validate", str(path)] + [a for s in sets for a in ("--set", s)]
+    result = run_cli(*args, cwd=tmp_path, timeout=120)
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    return result.stderr
+
+
+def test_selecting_on_a_test_metric_is_refused_with_the_validation_metric_to_use(tmp_path):
+    stderr = validate_fails(tmp_path, REPO / "search_spaces/quickstart.yaml", "tune.metric=accuracy")
+    assert "`tune.metric`" in stderr and "use `val_accuracy`" in stderr
+
+
+def test_select_on_test_is_the_explicit_exception():
+    spec = build_spec({**BASE, "tune": {"metric": "accuracy", "select_on_test": True}})
+    assert spec.tune.metrics == ["accuracy"]
+
+
+def test_a_split_larger_than_the_smallest_class_is_refused_before_anything_starts(tmp_path):
+    stderr = validate_fails(tmp_path, write(tmp_path, BASE), "dataset.images_per_class=100")
+    assert "`dataset.images_per_class`" in stderr and "122" in stderr and "100 few-shot + 50 validation" in stderr
+
+
+def test_a_search_needs_validation_images():
+    with pytest.raises(SpecError, match=r"dataset.validation_per_class.*searches"):
+        build_spec({**BASE, "dataset": {"name": "digits", "validation_per_class": 0},
+                    "search": {"expansion_ratio": {"int": [2, 4]}}})
+
+
+def test_confirmation_seeds_must_be_new():
+    with pytest.raises(SpecError, match=r"tune.confirm_seeds.*\[1\]"):
+        build_spec({**BASE, "seeds": [0, 1], "tune": {"confirm_seeds": [1, 2]}})

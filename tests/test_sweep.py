@@ -43,25 +43,36 @@ def runs(uri: str, experiment: str, kind: str) -> list:
     return client.search_runs([found.experiment_id], f"tags.`raysynth.kind` = '{kind}'") if found else []
 
 
-def test_quickstart_sweep_records_every_trial_and_reports(tmp_path, cache_dir):
+def test_quickstart_sweep_selects_on_validation_and_reports_paired_statistics(tmp_path, cache_dir):
+    import optuna
+
     uri = f"sqlite:///{tmp_path}/q.db"
-    result = sweep(tmp_path, REPO / "search_spaces/quickstart.yaml", cache_dir, "tune.num_samples=4",
-                   "evaluation.epochs=2", "evaluation.num_eval=1", uri=uri)
+    result = sweep(tmp_path, REPO / "search_spaces/quickstart.yaml", cache_dir, "tune.num_samples=3",
+                   "evaluation.epochs=2", "evaluation.num_eval=1", "evaluation.width=16", uri=uri)
     assert result.returncode == 0, result.stderr[-3000:]
     client = MlflowClient(uri)
-    parents, trials = runs(uri, "quickstart", "sweep"), runs(uri, "quickstart", "trial")
-    complete = [t for t in trials if t.info.status == "FINISHED" and {"accuracy", "cas", "fid"} <= set(t.data.metrics)
-                and "samples.png" in [a.path for a in client.list_artifacts(t.info.run_id)]
-                and t.data.tags["mlflow.parentRunId"] == parents[0].info.run_id]
-    assert len(parents) == 1 and len(complete) == len(trials) == 3
+    parent, = runs(uri, "quickstart", "sweep")
+    trials = runs(uri, "quickstart", "trial")
+    complete = [t for t in trials if t.info.status == "FINISHED" and {"val_accuracy", "val_fid", "accuracy", "cas", "fid"}
+                <= set(t.data.metrics) and "samples.png" in [a.path for a in client.list_artifacts(t.info.run_id)]]
+    searched = {t.data.tags["trial_id"]: t.data.metrics["val_accuracy"] for t in trials
+                if t.data.tags["raysynth.role"] == "search"}
+    confirmed = sorted(t.data.params["seeds"] for t in trials if t.data.tags["raysynth.role"] == "confirmation")
+    assert len(complete) == len(trials) == 3 + 3 + 3 and confirmed == ["[10]", "[11]", "[12]"]
+    study = optuna.load_study(study_name=parent.data.tags["optuna_study.classic_searched"],
+                              storage=f"sqlite:///{tmp_path}/optuna.db")
+    assert {t.user_attrs["tune_trial_id"]: t.value for t in study.trials} == searched  # values are val_accuracy
     report = run_cli("report", "--experiment", "quickstart", "--tracking-uri", uri, "--out", str(tmp_path / "r"), cwd=tmp_path)
-    assert report.returncode == 0 and "| classic_x10 |" in report.stdout and (tmp_path / "r" / "report.png").exists()
+    header = next(line for line in report.stdout.splitlines() if line.startswith("| step |"))
+    assert report.returncode == 0 and all(c in header for c in ("95 % CI", "Holm", "repeated")), report.stderr
+    assert "Confirmation on fresh seeds [10, 11, 12]" in report.stdout and (tmp_path / "r" / "report.png").exists()
 
 
 def test_expansive_ladder_sweeps_end_to_end_on_digits(tmp_path, cache_dir):
     uri = f"sqlite:///{tmp_path}/e.db"
     result = sweep(tmp_path, REPO / "search_spaces/ablation_expansive.yaml", cache_dir, "dataset.name=digits",
-                   "seeds=[0]", "budget.epochs=2", "params.pretrain_epochs=1", "evaluation.epochs=2",
+                   "seeds=[0]", "dataset.validation_per_class=20", "budget.epochs=2", "params.pretrain_epochs=1",
+                   "evaluation.epochs=2",
                    "evaluation.num_eval=1", "evaluation.width=16", uri=uri)
     trials = runs(uri, "ablation_expansive", "trial")
     finished = {t.data.tags["ablation_step"] for t in trials if t.info.status == "FINISHED"}
@@ -73,13 +84,16 @@ def test_expansive_ladder_sweeps_end_to_end_on_digits(tmp_path, cache_dir):
         all("gain_vs_classic" in t.data.metrics for t in trials if t.data.tags["method"] == "expansive")
 
 
-def test_multi_objective_search_runs(tmp_path, cache_dir):
+def test_multi_objective_search_reports_its_pareto_front(tmp_path, cache_dir):
     path = space(tmp_path, method="classic_augmentation", params={"expansion_ratio": 2},
                  search={"expansion_ratio": {"int": [2, 4]}},
-                 tune={**TINY["tune"], "num_samples": 3, "metric": ["accuracy", "fid"], "mode": ["max", "min"]})
+                 tune={**TINY["tune"], "num_samples": 3, "metric": ["val_accuracy", "val_fid"], "mode": ["max", "min"]})
     result = sweep(tmp_path, path, cache_dir)
     finished = [r for r in runs(f"sqlite:///{tmp_path}/m.db", "t", "trial") if r.info.status == "FINISHED"]
+    report = run_cli("report", "--experiment", "t", "--tracking-uri", f"sqlite:///{tmp_path}/m.db", "--out",
+                     str(tmp_path / "r"), cwd=tmp_path)
     assert result.returncode == 0 and len(finished) == 3, result.stderr[-3000:]
+    assert "Pareto front" in report.stdout and (tmp_path / "r" / "search_main_pareto.png").exists(), report.stderr
 
 
 def test_a_failing_trial_is_recorded_and_the_sweep_completes(tmp_path, cache_dir):
@@ -121,3 +135,21 @@ def test_an_interrupted_sweep_resumes_without_rerunning_or_duplicating(tmp_path,
     assert result.returncode == 0, result.stderr[-3000:]
     assert len(keys) == len(set(keys)) == len(steps) and all(t.info.status == "FINISHED" for t in trials) and not rerun
     assert len(runs(uri, "t", "sweep")) == 1
+
+
+def test_report_all_sweeps_pools_seeds_and_counts_a_rerun_once(tmp_path, cache_dir):
+    import json
+
+    path = space(tmp_path, ablation=[{"name": "real"}, {"name": "x2", "method": "classic_augmentation",
+                                                         "params": {"expansion_ratio": 2}}])
+    first = sweep(tmp_path, path, cache_dir, "seeds=[0]")
+    second = sweep(tmp_path, path, cache_dir, "seeds=[0, 1]")  # seed 0 again: the later run counts
+    uri = f"sqlite:///{tmp_path}/m.db"
+    out = tmp_path / "r"
+    report = run_cli("report", "--experiment", "t", "--tracking-uri", uri, "--out", str(out), "--all-sweeps", cwd=tmp_path)
+    assert first.returncode == second.returncode == report.returncode == 0, report.stderr[-2000:]
+    rows = {r["label"]: r for r in json.loads((out / "report.json").read_text())["rows"]}
+    latest = {r.data.tags["seed"]: r.data.metrics["accuracy"] for r in sorted(runs(uri, "t", "seed"), key=lambda r: r.info.start_time)
+              if r.data.tags["ablation_step"] == "x2"}
+    assert sorted(rows["x2"]["per_seed"]) == ["0", "1"] and rows["x2"]["difference"]["seeds"] == [0, 1] and \
+        {s: m["accuracy"] for s, m in rows["x2"]["per_seed"].items()} == latest

@@ -71,6 +71,15 @@ class DatasetSource:
     is_present: Callable[[Path], bool]
     how_to_get: str
     bundled: bool = False
+    smallest_class: int = 0  # training images of the smallest class: splits are checked against it without loading
+
+    def check_split(self, images_per_class: int, validation_per_class: int) -> str | None:
+        """Why a few-shot + validation split cannot be drawn from this dataset, or None when it can."""
+        needed = images_per_class + validation_per_class
+        if self.smallest_class and needed > self.smallest_class:
+            return (f"`{self.name}`'s smallest class has {self.smallest_class} training images, but the split needs "
+                    f"{images_per_class} few-shot + {validation_per_class} validation = {needed} per class")
+        return None
 
     def roots(self, data_root: Path | None, cache_dir: Path) -> list[Path]:
         candidates = [data_root] if data_root is not None else []
@@ -176,29 +185,29 @@ def _cifar_present(folder: str) -> Callable[[Path], bool]:
 
 
 _register(DatasetSource(
-    name="digits", num_classes=10, channels=1, image_size=8, train_size=1257, test_size=540,
+    name="digits", num_classes=10, channels=1, image_size=8, train_size=1257, test_size=540, smallest_class=122,
     mean=(0.3059,), std=(0.3768,), read=_read_digits, is_present=lambda root: True,
     how_to_get="bundled with scikit-learn", bundled=True,
 ))
 _register(DatasetSource(
-    name="fashion-mnist", num_classes=10, channels=1, image_size=28, train_size=60000, test_size=10000,
+    name="fashion-mnist", num_classes=10, channels=1, image_size=28, train_size=60000, test_size=10000, smallest_class=6000,
     mean=(0.2861,), std=(0.3530,), read=_read_fashion_mnist, is_present=_fashion_present,
     how_to_get="`apt-get install dataset-fashion-mnist`, or set RAYSYNTH_DATA to a folder with the IDX files, "
     "or allow torchvision to download it (needs network)",
 ))
 _register(DatasetSource(
-    name="mnist", num_classes=10, channels=1, image_size=28, train_size=60000, test_size=10000,
+    name="mnist", num_classes=10, channels=1, image_size=28, train_size=60000, test_size=10000, smallest_class=5421,
     mean=(0.1307,), std=(0.3081,), read=_torchvision_reader("MNIST"), is_present=_mnist_present,
     how_to_get="set RAYSYNTH_DATA to a folder holding torchvision's MNIST/raw, or run where torchvision can download it",
 ))
 _register(DatasetSource(
-    name="cifar10", num_classes=10, channels=3, image_size=32, train_size=50000, test_size=10000,
+    name="cifar10", num_classes=10, channels=3, image_size=32, train_size=50000, test_size=10000, smallest_class=5000,
     mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616), read=_torchvision_reader("CIFAR10"),
     is_present=_cifar_present("cifar-10-batches-py"),
     how_to_get="set RAYSYNTH_DATA to a folder holding cifar-10-batches-py, or run where torchvision can download it",
 ))
 _register(DatasetSource(
-    name="cifar100", num_classes=100, channels=3, image_size=32, train_size=50000, test_size=10000,
+    name="cifar100", num_classes=100, channels=3, image_size=32, train_size=50000, test_size=10000, smallest_class=500,
     mean=(0.5071, 0.4865, 0.4409), std=(0.2673, 0.2564, 0.2762), read=_torchvision_reader("CIFAR100"),
     is_present=_cifar_present("cifar-100-python"),
     how_to_get="set RAYSYNTH_DATA to a folder holding cifar-100-python, or run where torchvision can download it",

@@ -101,6 +101,12 @@ class Method(ABC):
     def fit(self, split: Split, budget: Budget, report: Report) -> SyntheticSet:
         """Fits on ``split`` within ``budget`` and returns the synthetic set."""
 
+    @classmethod
+    def equal_steps_control(cls) -> bool:
+        """Whether the evaluation adds ``repeated_accuracy``: the few-shot set repeated to the size of the
+        set ``accuracy`` trains on, so that a gain from more SGD steps is not read as a gain from synthesis."""
+        return cls.intent is Intent.EXPANSION
+
     def references(self, split: Split, seed: int) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         """Extra real-derived training sets to compare against, by name: the evaluation logs
         ``<name>_accuracy`` and ``gain_vs_<name>`` for each (e.g. classic augmentation at equal size)."""

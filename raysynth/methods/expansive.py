@@ -165,6 +165,10 @@ class ExpansiveSynthesis(Method):
     intent = Intent.GENERATION  # Table 3's "synth" classifier: trained on X' alone; baseline: X
     uses_remainder = True  # unlabelled, for pretraining only
 
+    @classmethod
+    def equal_steps_control(cls) -> bool:
+        return True  # X' is expansion_ratio times the few-shot set: compare with X repeated to that size
+
     def references(self, split, seed: int) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         return classic_reference(split, self.params.expansion_ratio, seed)
 

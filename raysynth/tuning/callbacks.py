@@ -7,6 +7,7 @@ from typing import Callable
 
 from ray.tune import Callback
 
+from raysynth.metrics import PROBE_METRIC
 from raysynth.tuning.trainable import SweepContext, trial_key
 
 
@@ -29,13 +30,13 @@ class TrialEvents(Callback):
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         result = trial.last_result or {}
-        if all(m in result for m in self.metrics):
-            shown = ", ".join(f"{k} {result[k]:.4g}" for k in ("accuracy", "cas", "fid", "gain") if k in result)
+        if "accuracy" in result:  # the final metrics arrive together (a trial without validation has no val_*)
+            shown = ", ".join(f"{k} {result[k]:.4g}" for k in ("val_accuracy", "accuracy", "cas", "fid", "gain") if k in result)
             self.log(f"trial {self._label(trial)} finished: {shown}")
             return
-        probe = result.get("probe/accuracy")
+        probe = result.get(PROBE_METRIC)
         self.log(f"trial {self._label(trial)} stopped early by the scheduler"
-                 + (f" (probe accuracy {probe:.2f} % at epoch {result.get('probe/epoch'):.0f})" if probe is not None else ""))
+                 + (f" (validation probe {probe:.2f} % at epoch {result.get('probe/epoch'):.0f})" if probe is not None else ""))
         self._close_run(trial, "KILLED", {"stopped_early": "true"})
 
     def on_trial_error(self, iteration, trials, trial, **info):

@@ -58,19 +58,37 @@ def make_sampler(spec: SweepSpec) -> optuna.samplers.BaseSampler:
 
 class RaysynthOptunaSearch(OptunaSearch):
     """Ray's OptunaSearch, tolerant of intermediate results that do not carry the objective
-    (training losses, probe accuracies): those are not Optuna's intermediate values."""
+    (training losses, probe accuracies): those are not Optuna's intermediate values. Each Optuna trial
+    carries its Tune trial id (user attribute ``tune_trial_id``), which also tags its MLflow run."""
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         if isinstance(self.metric, str) and self.metric not in result:
             return
         super().on_trial_result(trial_id, result)
 
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        if trial_id in self._ot_trials and trial_id not in self._completed_trials:
+            self._ot_trials[trial_id].set_user_attr(TUNE_TRIAL_ATTR, trial_id)
+        super().on_trial_complete(trial_id, result, error)
 
-def make_searcher(spec: SweepSpec) -> RaysynthOptunaSearch:
+
+TUNE_TRIAL_ATTR = "tune_trial_id"
+
+
+def study_name(experiment: str, sweep_id: str, step: str) -> str:
+    """One persisted study per searched step of a sweep."""
+    return f"{experiment}/{sweep_id}/{step}"
+
+
+def make_searcher(spec: SweepSpec, name: str) -> RaysynthOptunaSearch:
+    """The step's searcher; its study ``name`` lives in ``tune.study_storage`` (values: the validation metrics)."""
     metrics, modes = spec.tune.metrics, spec.tune.modes
+    storage = optuna.storages.RDBStorage(spec.tune.study_storage) if spec.tune.study_storage else None
     return RaysynthOptunaSearch(
         space=DefineByRun(dict(spec.search), dict(spec.params)),
         metric=metrics if len(metrics) > 1 else metrics[0],
         mode=modes if len(modes) > 1 else modes[0],
         sampler=make_sampler(spec),
+        study_name=name,
+        storage=storage,
     )

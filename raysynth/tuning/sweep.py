@@ -2,7 +2,9 @@
 
 Trial groups: the ablation steps without a search run together as one grid (so they use every
 concurrent slot); a step with a ``search:`` runs its own Optuna search of ``tune.num_samples``
-trials. Each group is one Tune experiment under ``<tune.storage>/<experiment>/<sweep_id>/``, which
+trials, whose Optuna study persists in ``tune.study_storage``. After a search, its selected
+configuration (best by the validation metric) runs again on ``tune.confirm_seeds`` as a confirmation
+group. Each group is one Tune experiment under ``<tune.storage>/<experiment>/<sweep_id>/``, which
 is what ``--resume`` restores (with the searcher's state).
 """
 
@@ -18,10 +20,12 @@ from typing import Callable
 import yaml
 
 from raysynth.errors import RaysynthError
+from raysynth.metrics import PROBE_METRIC, PROBE_TIME
 from raysynth.spec import SweepSpec, flatten, steps
-from raysynth.tracking import Tracker, git_commit, redact
+from raysynth.tracking import Tracker, git_commit, redact, redact_uri
 
 MAIN_STEP = "main"  # the step name of a space without an ablation ladder
+CONFIRM_SEED = "confirm_seed"  # the config key of a confirmation trial's seed
 
 
 @dataclass(frozen=True)
@@ -29,6 +33,8 @@ class TrialGroup:
     name: str
     step_names: list[str]
     search_spec: SweepSpec | None = None  # set when the group is one step's Optuna search
+    role: str = "grid"  # grid | search | confirmation
+    selected: dict | None = None  # confirmation: the sampled values of the selected trial
 
 
 @dataclass
@@ -43,8 +49,26 @@ def plan_groups(spec: SweepSpec) -> tuple[dict[str, SweepSpec], list[TrialGroup]
     step_specs = {(name if name is not None else MAIN_STEP): step for name, step in steps(spec)}
     unsearched = [name for name, step in step_specs.items() if not step.search]
     groups = [TrialGroup("grid", unsearched)] if unsearched else []
-    groups += [TrialGroup(f"search-{name}", [name], step) for name, step in step_specs.items() if step.search]
+    groups += [TrialGroup(f"search-{name}", [name], step, role="search") for name, step in step_specs.items() if step.search]
     return step_specs, groups
+
+
+def select_best(results: list[dict], metric: str, mode: str) -> dict | None:
+    """The finished trial with the best ``metric`` (a validation metric unless tune.select_on_test)."""
+    done = [r for r in results if r["error"] is None and metric in r["metrics"]]
+    if not done:
+        return None
+    return (max if mode == "max" else min)(done, key=lambda r: r["metrics"][metric])
+
+
+def confirmation_group(search: TrialGroup, results: list[dict]) -> TrialGroup | None:
+    """The selected configuration of a finished search, to run on ``tune.confirm_seeds``."""
+    spec = search.search_spec
+    best = select_best(results, spec.tune.metrics[0], spec.tune.modes[0])
+    if best is None or not spec.tune.confirm_seeds:
+        return None
+    return TrialGroup(f"confirm-{search.step_names[0]}", search.step_names, spec, role="confirmation",
+                      selected=dict(best["config"]))
 
 
 def _new_sweep_id() -> str:
@@ -79,10 +103,17 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, resume: bool = Fal
         tracker.client.update_run(parent_run_id, status="RUNNING")
         log(f"resuming sweep {sweep_id} of experiment `{spec.experiment}`")
     else:
+        from raysynth.tuning.search import study_name
+
         sweep_id = _new_sweep_id()
-        parent = tracker.open_run(experiment_id, f"sweep:{sweep_id}", name=f"sweep {sweep_id}", kind="sweep",
-                                  tags={"sweep_id": sweep_id, "method": spec.method, "dataset": spec.dataset.name,
-                                        "git_commit": commit, "ladder": str(bool(spec.ablation))})
+        tags = {"sweep_id": sweep_id, "method": spec.method, "dataset": spec.dataset.name, "git_commit": commit,
+                "ladder": str(bool(spec.ablation)), "selection_metric": ",".join(spec.tune.metrics),
+                "select_on_test": str(spec.tune.select_on_test).lower()}
+        searched = [group.step_names[0] for group in groups if group.role == "search"]
+        if searched:
+            tags["study_storage"] = redact_uri(spec.tune.study_storage)
+            tags.update({f"optuna_study.{step}": study_name(spec.experiment, sweep_id, step) for step in searched})
+        parent = tracker.open_run(experiment_id, f"sweep:{sweep_id}", name=f"sweep {sweep_id}", kind="sweep", tags=tags)
         parent_run_id = parent.info.run_id
         data = redact(spec.to_data())
         tracker.log_params(parent_run_id, {k: v for k, v in flatten(data).items() if not k.startswith(("ablation", "search"))})
@@ -99,11 +130,17 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, resume: bool = Fal
     _init_ray(address, log)
     try:
         for group in groups:
-            outcome.results += _run_group(spec, group, context, datasets, resume, log)
+            results = _run_group(spec, group, context, datasets, resume, log)
+            outcome.results += results
+            confirmation = confirmation_group(group, results) if group.role == "search" else None
+            if confirmation is not None:
+                log(f"[{confirmation.name}] the selected configuration {confirmation.selected} on the confirmation "
+                    f"seeds {group.search_spec.tune.confirm_seeds}")
+                outcome.results += _run_group(spec, confirmation, context, datasets, resume, log)
     except BaseException:
         tracker.set_tags(parent_run_id, {"interrupted": "true"})
         raise
-    _summarize(spec, outcome, log)
+    _summarize(spec, outcome, tracker, log)
     try:
         from raysynth.report import write_report
 
@@ -148,14 +185,14 @@ def _run_group(spec: SweepSpec, group: TrialGroup, context, datasets, resume: bo
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
     from raysynth.tuning.callbacks import TrialEvents
-    from raysynth.tuning.search import make_searcher
+    from raysynth.tuning.search import make_searcher, study_name
     from raysynth.tuning.trainable import train_trial
 
     storage = f"{spec.tune.storage.rstrip('/')}/{spec.experiment}/{context.sweep_id}"
     resources = spec.tune.resources_per_trial
     trainable = tune.with_resources(
         tune.with_parameters(train_trial, context=context, datasets=datasets, group=group.name,
-                             step=group.step_names[0] if group.search_spec is not None else None),
+                             step=group.step_names[0] if group.search_spec is not None else None, role=group.role),
         {"cpu": resources.cpu, "gpu": resources.gpu, **resources.custom},
     )
     path = f"{storage}/{group.name}"
@@ -166,13 +203,18 @@ def _run_group(spec: SweepSpec, group: TrialGroup, context, datasets, resume: bo
         if spec.tune.scheduler.kind == "asha":
             # max_t one past the last probe: ASHA stops a trial that reaches max_t, and a trial that
             # survived every rung must go on to its final evaluation
-            scheduler = ASHAScheduler(time_attr="probe/epoch", metric="probe/accuracy", mode="max",
+            scheduler = ASHAScheduler(time_attr=PROBE_TIME, metric=PROBE_METRIC, mode="max",
                                       max_t=spec.evaluation.epochs + 1, grace_period=spec.tune.scheduler.grace_period,
                                       reduction_factor=spec.tune.scheduler.reduction_factor)
         else:
             scheduler = FIFOScheduler()
-        if group.search_spec is not None:
-            search_alg, param_space, num_samples = make_searcher(group.search_spec), None, spec.tune.num_samples
+        if group.role == "search":
+            name = study_name(spec.experiment, context.sweep_id, group.step_names[0])
+            search_alg, param_space, num_samples = make_searcher(group.search_spec, name), None, spec.tune.num_samples
+        elif group.role == "confirmation":  # one trial per fresh seed, so the seeds use every slot
+            param_space = {**group.selected, CONFIRM_SEED: tune.grid_search(list(group.search_spec.tune.confirm_seeds))}
+            search_alg, num_samples = None, 1
+            scheduler = FIFOScheduler()  # a confirmation runs to the end
         else:
             search_alg, param_space, num_samples = None, {"step": tune.grid_search(group.step_names)}, 1
         tuner = tune.Tuner(
@@ -193,19 +235,34 @@ def _run_group(spec: SweepSpec, group: TrialGroup, context, datasets, resume: bo
     results = []
     for result in grid:
         config = dict(result.config or {})
-        results.append({"group": group.name, "step": config.pop("step", group.step_names[0]), "config": config,
+        config.pop(CONFIRM_SEED, None)
+        results.append({"group": group.name, "role": group.role, "step": config.pop("step", group.step_names[0]), "config": config,
                         "metrics": dict(result.metrics or {}), "error": str(result.error) if result.error else None})
     return results
 
 
-def _summarize(spec: SweepSpec, outcome: SweepOutcome, log) -> None:
+def _summarize(spec: SweepSpec, outcome: SweepOutcome, tracker: Tracker, log) -> None:
     metric, mode = spec.tune.metrics[0], spec.tune.modes[0]
-    done = [r for r in outcome.results if r["error"] is None and metric in r["metrics"]]
+    done = [r for r in outcome.results if r["error"] is None and "accuracy" in r["metrics"]]
     failed = [r for r in outcome.results if r["error"] is not None]
     log(f"\n{len(done)} trial(s) finished, {len(failed)} failed, "
         f"{len(outcome.results) - len(done) - len(failed)} stopped early")
-    if done:
-        best = (max if mode == "max" else min)(done, key=lambda r: r["metrics"][metric])
+    summary = {}
+    for step in dict.fromkeys(r["step"] for r in outcome.results if r["role"] == "search"):
+        best = select_best([r for r in outcome.results if r["step"] == step and r["role"] == "search"], metric, mode)
+        if best is None:
+            continue
         m = best["metrics"]
-        log(f"best: step `{best['step']}` {best['config'] or ''} {metric} {m[metric]:.4g}"
-            + "".join(f", {k} {m[k]:.4g}" for k in ("accuracy", "cas", "fid", "gain") if k in m and k != metric))
+        log(f"selected ({metric}, best of the search): step `{step}` {best['config']} {metric} {m[metric]:.4g}")
+        summary[f"selected/{step}/{metric}"] = m[metric]
+        confirmed = [r["metrics"]["accuracy"] for r in outcome.results
+                     if r["step"] == step and r["role"] == "confirmation" and "accuracy" in r["metrics"]]
+        if confirmed:
+            from raysynth.stats import summarize, t_interval
+
+            low, high = t_interval(confirmed)
+            log(f"confirmed on {len(confirmed)} fresh seed(s): test accuracy {summarize(confirmed).mean:.2f} %"
+                + (f" [95 % CI {low:.2f}, {high:.2f}]" if len(confirmed) > 1 else ""))
+            summary[f"confirmed/{step}/accuracy"] = summarize(confirmed).mean
+    if summary:
+        tracker.log_metrics(outcome.parent_run_id, summary)

@@ -19,6 +19,7 @@ import yaml
 from ray import tune
 
 from raysynth.checkpointing import Checkpointer, TrialState
+from raysynth.tuning.sweep import CONFIRM_SEED
 from raysynth.data import ImageDataset, Split
 from raysynth.methods import SyntheticSet
 from raysynth.runner import run_trial
@@ -106,11 +107,13 @@ class TrialLogger:
 
 
 def train_trial(config: dict[str, Any], *, context: SweepContext, datasets: Mapping[str, ImageDataset],
-                group: str, step: str | None = None) -> None:
-    """Runs one trial: ``config`` holds the sampled params (dotted keys) and, in a ladder grid, the step."""
-    sampled = {k: v for k, v in config.items() if k != "step"}
+                group: str, step: str | None = None, role: str = "grid") -> None:
+    """Runs one trial: ``config`` holds the sampled params (dotted keys) and, in a ladder grid, the step;
+    a confirmation trial's config also holds the one fresh seed it runs instead of ``seeds``."""
+    sampled = {k: v for k, v in config.items() if k not in ("step", CONFIRM_SEED)}
     step_name = config.get("step", step)
-    spec = with_sampled(context.step_specs[step_name], sampled)
+    spec = with_sampled(context.step_specs[step_name], sampled,
+                        seeds=[config[CONFIRM_SEED]] if CONFIRM_SEED in config else None)
     resources = tune.get_context().get_trial_resources()
     cpus = max(1, int(resources.required_resources.get("CPU", 1))) if resources else 1
     torch.set_num_threads(cpus)
@@ -119,10 +122,13 @@ def train_trial(config: dict[str, Any], *, context: SweepContext, datasets: Mapp
     key = trial_key(context.sweep_id, group, tune.get_context().get_trial_id())
     node_id = ray.get_runtime_context().get_node_id()
     tags = {"method": spec.method, "dataset": spec.dataset.name, "sweep_id": context.sweep_id,
-            "git_commit": context.git_commit, "trial_id": tune.get_context().get_trial_id()}
+            "git_commit": context.git_commit, "trial_id": tune.get_context().get_trial_id(), "raysynth.role": role}
     if context.ladder:
         tags["ablation_step"] = str(step_name)
-    run = tracker.open_run(context.experiment_id, key, name=_run_name(step_name, sampled, context.ladder), kind="trial",
+    name = _run_name(step_name, sampled, context.ladder)
+    if CONFIRM_SEED in config:
+        name = f"{name} (confirmation, seed {config[CONFIRM_SEED]})"
+    run = tracker.open_run(context.experiment_id, key, name=name, kind="trial",
                            tags=tags, parent_run_id=context.parent_run_id)
     run_id = run.info.run_id
     if run.info.status == "FINISHED":  # finished before an interruption: report, do not train again

@@ -1,0 +1,64 @@
+"""The report's statistics against scipy.stats computed directly on known per-seed numbers."""
+
+import math
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from raysynth.report import Row, compare
+from raysynth.stats import holm, paired_difference, summarize
+
+# per-seed test accuracies of a 4-step ladder over 5 seeds
+LADDER = {
+    "real": [72.1, 70.4, 73.0, 71.2, 69.8],
+    "a": [75.3, 74.9, 74.1, 76.0, 73.2],
+    "b": [72.9, 70.1, 73.8, 71.0, 70.9],
+    "c": [71.0, 69.9, 72.2, 70.0, 69.1],
+}
+
+
+def rows():
+    return [Row(step, "FINISHED", per_seed={seed: {"accuracy": v} for seed, v in enumerate(values)})
+            for step, values in LADDER.items()]
+
+
+def test_paired_interval_and_p_value_match_scipy():
+    a, b = np.array(LADDER["a"]), np.array(LADDER["real"])
+    d = a - b
+    low, high = stats.t.interval(0.95, len(d) - 1, loc=d.mean(), scale=stats.sem(d))
+    result = paired_difference(dict(enumerate(a)), dict(enumerate(b)))
+    assert (result.mean, result.low, result.high, result.p_t) == pytest.approx(
+        (d.mean(), low, high, stats.ttest_rel(a, b).pvalue), rel=1e-12)
+
+
+def test_report_p_values_are_holm_adjusted_across_the_ladder():
+    table = rows()
+    compare(table, "real")
+    raw = [stats.ttest_rel(LADDER[s], LADDER["real"]).pvalue for s in ("a", "b", "c")]
+    order = np.argsort(raw)
+    expected = np.empty(3)
+    running = 0.0
+    for rank, index in enumerate(order):  # Holm's step-down, written out
+        running = max(running, min(1.0, (3 - rank) * raw[index]))
+        expected[index] = running
+    assert [r.p_holm for r in table[1:]] == pytest.approx(list(expected), rel=1e-12) and math.isnan(table[0].p_holm)
+
+
+def test_differences_pair_only_the_seeds_both_steps_ran():
+    result = paired_difference({0: 1.0, 1: 2.0, 2: 4.0}, {1: 1.0, 2: 1.0, 3: 9.0})
+    assert result.seeds == (1, 2) and result.mean == pytest.approx(2.0)
+
+
+def test_wilcoxon_appears_from_six_seeds():
+    five = paired_difference({i: i + 0.5 * (i % 2) for i in range(5)}, {i: 0.0 for i in range(5)})
+    six = paired_difference({i: 1.0 + i for i in range(6)}, {i: 0.0 for i in range(6)})
+    assert math.isnan(five.p_wilcoxon) and six.p_wilcoxon == pytest.approx(stats.wilcoxon([1.0 + i for i in range(6)]).pvalue)
+
+
+def test_seed_spread_is_the_sample_std():
+    assert summarize([1.0, 2.0, 4.0]).std == pytest.approx(np.std([1.0, 2.0, 4.0], ddof=1))
+
+
+def test_holm_leaves_missing_p_values_out_of_the_family():
+    assert holm([0.01, math.nan, 0.04]) == pytest.approx([0.02, math.nan, 0.04], nan_ok=True)
