@@ -2,7 +2,7 @@
 PYTHON ?= python3
 UV := $(shell command -v uv 2>/dev/null || echo "$(PYTHON) -m uv")
 
-.PHONY: setup quickstart test test-all clean
+.PHONY: setup quickstart test test-fast clean
 
 setup:
 	@command -v uv >/dev/null 2>&1 || $(PYTHON) -m uv --version >/dev/null 2>&1 || \
@@ -15,5 +15,8 @@ quickstart: setup
 test: setup
 	$(UV) run --frozen pytest
 
+test-fast: setup  # everything but the real sweeps, servers and multi-node clusters (marked slow)
+	$(UV) run --frozen pytest -m "not slow"
+
 clean:
-	rm -rf reports ray_results mlflow.db mlartifacts
+	rm -rf reports ray_results mlflow.db optuna.db mlartifacts

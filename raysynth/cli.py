@@ -38,6 +38,16 @@ def cmd_validate(args) -> int:
     return 0
 
 
+def _check_device(spec) -> None:
+    """`device: cuda` needs a GPU here (for `run` and local sweeps; a cluster's driver may have none)."""
+    if spec.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise RaysynthError("`device`: cuda, but no CUDA device is visible here; use device: auto (the GPU "
+                                "when there is one) or run on a machine with a GPU")
+
+
 def cmd_run(args) -> int:
     from raysynth.runner import load_spec_dataset, run_trial
     from raysynth.spec import load_spec, steps
@@ -49,6 +59,7 @@ def cmd_run(args) -> int:
         if args.step not in available:
             raise RaysynthError(f"`--step {args.step}`: no such ablation step; steps: {', '.join(map(str, available))}")
         spec = available[args.step]
+    _check_device(spec)
     import torch
 
     torch.set_num_threads(max(1, int(spec.tune.resources_per_trial.cpu)))  # as a trial with these resources
@@ -76,6 +87,8 @@ def cmd_sweep(args) -> int:
     from raysynth.tuning.sweep import run_sweep
 
     spec = only_steps(load_spec(args.space, args.assignments), args.only)
+    if args.address is None:
+        _check_device(spec)
     run_sweep(spec, address=args.address, resume=args.resume, log=_log)
     return 0
 

@@ -1,6 +1,6 @@
 """MLflow: experiments, runs, tags, metrics and artifacts of sweeps, trials and seeds.
 
-Layout (DESIGN.md section 2): one experiment per ``experiment``; a parent run per sweep (tag
+Layout (docs/design.md section 6): one experiment per ``experiment``; a parent run per sweep (tag
 ``raysynth.kind=sweep``); a child run per trial (``raysynth.kind=trial``, metrics averaged over seeds,
 the sample grid, the resolved YAML); under it a run per seed (``raysynth.kind=seed``) with the
 per-epoch training curves. Runs are found again by their ``raysynth.key`` tag, so a restarted or

@@ -6,7 +6,7 @@ import optuna
 import pytest
 import yaml
 
-from conftest import REPO, run_cli
+from conftest import REPO
 from raysynth.errors import SpecError
 from raysynth.spec import Distribution, build_spec, load_spec, parse_set
 from raysynth.tuning.search import DefineByRun
@@ -21,11 +21,23 @@ def write(tmp_path: Path, data, text: str | None = None) -> Path:
 
 
 def sweep_fails_cleanly(tmp_path: Path, path: Path, *sets: str) -> str:
-    args = ["sweep", str(path)] + [a for s in sets for a in ("--set", s)]
-    result = run_cli(*args, cwd=tmp_path, timeout=120)
-    started = [p.name for p in tmp_path.iterdir() if p.name in ("mlflow.db", "ray_results", "mlartifacts")]
-    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1 and not started, result.stderr
-    return result.stderr
+    """`raysynth sweep` in-process on bad input: exit 2, one line, and no store or Ray state created."""
+    import contextlib
+    import io
+    import os
+
+    from raysynth.cli import main
+
+    stderr, cwd = io.StringIO(), os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        with contextlib.redirect_stderr(stderr):
+            code = main(["sweep", str(path)] + [a for s in sets for a in ("--set", s)])
+    finally:
+        os.chdir(cwd)
+    started = [p.name for p in tmp_path.iterdir() if p.name in ("mlflow.db", "optuna.db", "ray_results", "mlartifacts")]
+    assert code == 2 and len(stderr.getvalue().strip().splitlines()) == 1 and not started, stderr.getvalue()
+    return stderr.getvalue()
 
 
 def test_unknown_key_suggests_the_nearest(tmp_path):
@@ -111,10 +123,17 @@ def test_only_keeps_the_named_ladder_steps_and_refuses_unknown_ones():
 
 
 def validate_fails(tmp_path: Path, path: Path, *sets: str) -> str:
-    args = ["validate", str(path)] + [a for s in sets for a in ("--set", s)]
-    result = run_cli(*args, cwd=tmp_path, timeout=120)
-    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
-    return result.stderr
+    """`raysynth validate` in-process: exit 2 and one stderr line."""
+    import contextlib
+    import io
+
+    from raysynth.cli import main
+
+    stderr = io.StringIO()
+    with contextlib.redirect_stderr(stderr), contextlib.redirect_stdout(io.StringIO()):
+        code = main(["validate", str(path)] + [a for s in sets for a in ("--set", s)])
+    assert code == 2 and len(stderr.getvalue().strip().splitlines()) == 1, stderr.getvalue()
+    return stderr.getvalue()
 
 
 def test_selecting_on_a_test_metric_is_refused_with_the_validation_metric_to_use(tmp_path):
@@ -141,3 +160,35 @@ def test_a_search_needs_validation_images():
 def test_confirmation_seeds_must_be_new():
     with pytest.raises(SpecError, match=r"tune.confirm_seeds.*\[1\]"):
         build_spec({**BASE, "seeds": [0, 1], "tune": {"confirm_seeds": [1, 2]}})
+
+
+@pytest.mark.parametrize("space, sets, key", [
+    ("quickstart.yaml", ["dataset.images_per_class=150"], "`dataset.images_per_class`"),
+    ("koopcon.yaml", ["dataset.name=digits", "params.attention.patch=3"], "`params.attention.patch`"),
+    ("learned_augmentation.yaml", ["evaluation.epochs=5"], "`tune.scheduler.grace_period`"),
+    ("expansive.yaml", ["evaluation.probe_every=500"], "`evaluation.probe_every`"),
+])
+def test_dataset_and_schedule_constraints_fail_before_anything_starts(tmp_path, space, sets, key):
+    stderr = validate_fails(tmp_path, REPO / "search_spaces" / space, *sets)
+    assert key in stderr and "use " in stderr
+
+
+def test_a_condensed_set_must_fit_outside_the_validation_images():
+    with pytest.raises(SpecError, match=r"params.images_per_class.*use at most 72"):
+        build_spec({**BASE, "method": "random_subset", "params": {"images_per_class": 80}})
+
+
+def test_a_broken_plugin_is_one_line_naming_it(tmp_path):
+    (tmp_path / "broken.py").write_text("import no_such_module_here\n")
+    stderr = validate_fails(tmp_path, write(tmp_path, {**BASE, "plugins": ["broken.py"]}))
+    assert "`plugins[0]`" in stderr and "no_such_module_here" in stderr
+
+
+def test_a_missing_plugin_file_is_refused(tmp_path):
+    stderr = validate_fails(tmp_path, write(tmp_path, {**BASE, "plugins": ["elsewhere/missing.py"]}))
+    assert "`plugins[0]`" in stderr and "does not exist" in stderr
+
+
+def test_a_plugin_registers_a_method_the_space_can_name():
+    spec = load_spec(REPO / "examples/noisy_copy.yaml")
+    assert spec.method == "noisy_copy" and spec.method_params().copies == 4

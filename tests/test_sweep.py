@@ -30,10 +30,11 @@ def space(tmp_path: Path, **keys) -> Path:
     return path
 
 
-def sweep(tmp_path: Path, path: Path, cache_dir: Path, *sets: str, uri: str | None = None, timeout: float = 600):
+def sweep(tmp_path: Path, path: Path, cache_dir: Path, *sets: str, uri: str | None = None, timeout: float = 600,
+          only: tuple[str, ...] = ()):
     uri = uri or f"sqlite:///{tmp_path}/m.db"
     args = ["sweep", str(path), "--set", f"tracking.uri={uri}", "--set", f"cache_dir={cache_dir}"]
-    args += [a for s in sets for a in ("--set", s)]
+    args += [a for s in sets for a in ("--set", s)] + [a for step in only for a in ("--only", step)]
     return run_cli(*args, cwd=tmp_path, timeout=timeout)
 
 
@@ -137,19 +138,23 @@ def test_an_interrupted_sweep_resumes_without_rerunning_or_duplicating(tmp_path,
     assert len(runs(uri, "t", "sweep")) == 1
 
 
-def test_report_all_sweeps_pools_seeds_and_counts_a_rerun_once(tmp_path, cache_dir):
+def test_a_plugin_method_runs_in_ray_workers_and_report_pools_sweeps(tmp_path, cache_dir):
+    """The example plugin runs in Ray workers; `report --all-sweeps` pools a second sweep, counting its
+    re-run of seed 0 once (the later run)."""
     import json
 
-    path = space(tmp_path, ablation=[{"name": "real"}, {"name": "x2", "method": "classic_augmentation",
-                                                         "params": {"expansion_ratio": 2}}])
-    first = sweep(tmp_path, path, cache_dir, "seeds=[0]")
-    second = sweep(tmp_path, path, cache_dir, "seeds=[0, 1]")  # seed 0 again: the later run counts
-    uri = f"sqlite:///{tmp_path}/m.db"
+    uri = f"sqlite:///{tmp_path}/p.db"
+    tiny, steps = ("evaluation.epochs=2", "evaluation.width=16"), ("real", "noisy_x4")
+    first = sweep(tmp_path, REPO / "examples/noisy_copy.yaml", cache_dir, "seeds=[0]", *tiny, uri=uri, only=steps)
+    second = sweep(tmp_path, REPO / "examples/noisy_copy.yaml", cache_dir, "seeds=[0, 1]", *tiny, uri=uri, only=steps)
     out = tmp_path / "r"
-    report = run_cli("report", "--experiment", "t", "--tracking-uri", uri, "--out", str(out), "--all-sweeps", cwd=tmp_path)
-    assert first.returncode == second.returncode == report.returncode == 0, report.stderr[-2000:]
+    report = run_cli("report", "--experiment", "noisy_copy", "--tracking-uri", uri, "--out", str(out), "--all-sweeps",
+                     cwd=tmp_path)
+    assert first.returncode == second.returncode == report.returncode == 0, (first.stderr + report.stderr)[-3000:]
+    finished = [t for t in runs(uri, "noisy_copy", "trial") if t.info.status == "FINISHED"]
     rows = {r["label"]: r for r in json.loads((out / "report.json").read_text())["rows"]}
-    latest = {r.data.tags["seed"]: r.data.metrics["accuracy"] for r in sorted(runs(uri, "t", "seed"), key=lambda r: r.info.start_time)
-              if r.data.tags["ablation_step"] == "x2"}
-    assert sorted(rows["x2"]["per_seed"]) == ["0", "1"] and rows["x2"]["difference"]["seeds"] == [0, 1] and \
-        {s: m["accuracy"] for s, m in rows["x2"]["per_seed"].items()} == latest
+    latest = {r.data.tags["seed"]: r.data.metrics["accuracy"] for r in
+              sorted(runs(uri, "noisy_copy", "seed"), key=lambda r: r.info.start_time) if r.data.tags["ablation_step"] == "noisy_x4"}
+    assert {t.data.tags["method"] for t in finished} == {"real", "noisy_copy"} and len(finished) == 4
+    assert rows["noisy_x4"]["difference"]["seeds"] == [0, 1] and \
+        {s: m["accuracy"] for s, m in rows["noisy_x4"]["per_seed"].items()} == latest

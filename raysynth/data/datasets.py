@@ -98,6 +98,30 @@ class DatasetSource:
         return None
 
 
+@dataclass(frozen=True)
+class DataInfo:
+    """What a method's parameter checks may know of the data before any image is loaded: the
+    dataset's registry metadata and the split's sizes."""
+
+    name: str
+    num_classes: int
+    channels: int
+    image_size: int
+    smallest_class: int
+    images_per_class: int
+    validation_per_class: int
+
+    @property
+    def usable_per_class(self) -> int:
+        """Training images per class a method may draw from (the smallest class minus validation)."""
+        return self.smallest_class - self.validation_per_class
+
+    @classmethod
+    def of(cls, source: "DatasetSource", images_per_class: int, validation_per_class: int) -> "DataInfo":
+        return cls(source.name, source.num_classes, source.channels, source.image_size, source.smallest_class,
+                   images_per_class, validation_per_class)
+
+
 DATASETS: Registry[DatasetSource] = Registry("dataset")
 
 

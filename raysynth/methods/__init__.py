@@ -1,7 +1,13 @@
-"""Methods, one module each; importing this package registers them all."""
+"""Methods, one module each: every module in this package registers its method when imported, so
+adding a method is adding a file (no list to edit). Methods from outside the package come as plugins."""
 
-from raysynth.methods import (classic_augmentation, cola, dcgan, dm, eieg, expansive, koopcon,  # noqa: F401
-                              learned_augmentation, random_subset, real, scola)
+import importlib
+import pkgutil
+
 from raysynth.methods.base import METHODS, Budget, Intent, Method, Params, SyntheticSet, register_method
+
+for _module in pkgutil.iter_modules(__path__):
+    if _module.name != "base":
+        importlib.import_module(f"{__name__}.{_module.name}")
 
 __all__ = ["METHODS", "Budget", "Intent", "Method", "Params", "SyntheticSet", "register_method"]

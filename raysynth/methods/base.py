@@ -6,19 +6,19 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Callable, ClassVar, Protocol
+from typing import Callable, ClassVar, Iterator, Protocol
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from raysynth.checkpointing import MethodCheckpoint
-from raysynth.data.datasets import ImageDataset
+from raysynth.data.datasets import DataInfo, ImageDataset
 from raysynth.data.splits import Split
 from raysynth.registry import Registry
 
 
 class Intent(str, Enum):
-    """Which training set a method's ``accuracy`` is measured on (DESIGN.md, metric names)."""
+    """Which training set a method's ``accuracy`` is measured on (docs/design.md, metrics)."""
 
     EXPANSION = "expansion"  # the real few-shot set plus the synthetic images
     CONDENSATION = "condensation"  # the condensed set alone; baseline: a random real subset of its size
@@ -28,7 +28,12 @@ class Intent(str, Enum):
 class Params(BaseModel):
     """Base of every method's typed parameters: strict, immutable, documented per field."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True, allow_inf_nan=False)
+
+    def check_for(self, data: DataInfo) -> Iterator[tuple[str, str]]:
+        """Problems with these parameters on this data, as (field path relative to ``params``, message
+        naming the rule, the value and the fix); checked by ``raysynth validate`` before anything starts."""
+        return iter(())
 
 
 class NoParams(Params):
@@ -38,10 +43,17 @@ class NoParams(Params):
 class CondensationParams(Params):
     """Parameters of a method that makes a fixed number of images per class (condensation)."""
 
-    images_per_class: int | None = Field(None, ge=1, description="images per class of the set; None: `dataset.images_per_class`")
+    images_per_class: int | None = Field(None, ge=1, le=100_000, description="images per class of the set; None: `dataset.images_per_class`")
 
     def per_class(self, split: Split) -> int:
         return self.images_per_class or split.images_per_class
+
+    def check_for(self, data: DataInfo) -> Iterator[tuple[str, str]]:
+        per_class = self.images_per_class or data.images_per_class
+        if per_class > data.usable_per_class:
+            yield ("images_per_class", f"{per_class} images per class, but `{data.name}`'s smallest class has "
+                   f"{data.usable_per_class} outside the {data.validation_per_class} validation images; use at most "
+                   f"{data.usable_per_class}")
 
 
 @dataclass(frozen=True)
@@ -93,6 +105,7 @@ class Method(ABC):
     intent: ClassVar[Intent]
     uses_remainder: ClassVar[bool] = False  # reads the training images outside the few-shot set
     labels_given: ClassVar[bool] = True  # synthetic labels are the classes asked for (False: inferred, e.g. clusters)
+    smoke_params: ClassVar[dict] = {}  # parameters that make a fit take seconds (the registry-wide tests use them)
 
     def __init__(self, params: Params):
         self.params = params

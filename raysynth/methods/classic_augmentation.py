@@ -10,7 +10,7 @@ from raysynth.methods.base import Budget, Intent, Method, Params, Report, Synthe
 
 
 class ClassicAugmentationParams(Params):
-    expansion_ratio: int = Field(10, ge=2, description="size of real + augmented set over the few-shot set's size")
+    expansion_ratio: int = Field(10, ge=2, le=1000, description="size of real + augmented set over the few-shot set's size")
 
 
 def augmentation_policy(dataset_name: str, image_size: int):

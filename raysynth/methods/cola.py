@@ -25,13 +25,13 @@ from raysynth.nets.glo import fit_content_gaussians, sample_content
 
 
 class ColaParams(GloParams):
-    images: int = Field(2000, ge=10, description="training images used (a seeded subset of the whole training set)")
+    images: int = Field(2000, ge=10, le=10_000_000, description="training images used (a seeded subset of the whole training set)")
     encoder: Literal["resnet18", "convnet"] = Field("resnet18", description="step I encoder (the paper: ResNet-18)")
-    encoder_epochs: int = Field(10, ge=1, description="step I epochs (target and rotation epochs alternate)")
-    encoder_lr: float = Field(0.05, gt=0, description="SGD lr of step I (momentum 0.9, weight decay 5e-4)")
-    target_std: float = Field(0.1, gt=0, description="std of the mixture components around their unit centres")
+    encoder_epochs: int = Field(10, ge=1, le=1_000_000, description="step I epochs (target and rotation epochs alternate)")
+    encoder_lr: float = Field(0.05, gt=0, le=10, description="SGD lr of step I (momentum 0.9, weight decay 5e-4)")
+    target_std: float = Field(0.1, gt=0, le=1e6, description="std of the mixture components around their unit centres")
     rotation: bool = Field(True, description="alternate rotation-prediction epochs (RotNet)")
-    samples_per_class: int = Field(100, ge=1, description="synthetic images per cluster")
+    samples_per_class: int = Field(100, ge=1, le=100_000, description="synthetic images per cluster")
 
 
 def hungarian_assignment(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -106,6 +106,7 @@ class COLA(Method):
     intent = Intent.GENERATION
     uses_remainder = True  # unsupervised, on the whole training set; labels only map clusters to classes
     labels_given = False  # two clusters may map to one class, leaving a class without samples
+    smoke_params = {"encoder": "convnet", "encoder_epochs": 2}  # the default encoder trains for minutes
 
     def fit(self, split, budget: Budget, report: Report) -> SyntheticSet:
         params, dataset = self.params, split.dataset

@@ -10,9 +10,9 @@ from raysynth.methods.eieg import GanParams, ImageGan
 
 
 class DcganParams(GanParams):
-    lr_generator: float = Field(2e-4, gt=0, description="Adam lr of G (DCGAN: 2e-4)")
-    lr_discriminator: float = Field(2e-4, gt=0, description="Adam lr of D (DCGAN: 2e-4)")
-    d_steps: int = Field(1, ge=1, description="D updates per G update (DCGAN: 1)")
+    lr_generator: float = Field(2e-4, gt=0, le=10, description="Adam lr of G (DCGAN: 2e-4)")
+    lr_discriminator: float = Field(2e-4, gt=0, le=10, description="Adam lr of D (DCGAN: 2e-4)")
+    d_steps: int = Field(1, ge=1, le=100, description="D updates per G update (DCGAN: 1)")
 
 
 @register_method("dcgan")

@@ -18,10 +18,10 @@ from raysynth.nets.classifiers import build_classifier
 
 
 class DmParams(CondensationParams):
-    iterations: int | None = Field(None, ge=1, description="updates of the synthetic images (DM: 20,000); None: budget.epochs")
-    lr_img: float = Field(1.0, gt=0, description="SGD learning rate on the pixels (DM: 1.0)")
-    batch_real: int = Field(256, ge=1, description="real images per class per iteration")
-    width: int = Field(128, ge=8, description="width of the random ConvNet embedder")
+    iterations: int | None = Field(None, ge=1, le=1_000_000, description="updates of the synthetic images (DM: 20,000); None: budget.epochs")
+    lr_img: float = Field(1.0, gt=0, le=10, description="SGD learning rate on the pixels (DM: 1.0)")
+    batch_real: int = Field(256, ge=1, le=65536, description="real images per class per iteration")
+    width: int = Field(128, ge=8, le=4096, description="width of the random ConvNet embedder")
     augment: bool = Field(True, description="differentiable siamese augmentation (DSA)")
 
 

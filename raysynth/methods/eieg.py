@@ -25,12 +25,12 @@ from raysynth.nets.gan import DCGANDiscriminator, DCGANGenerator, FeatureBound, 
 class EieParams(Params):
     model_config = ConfigDict(populate_by_name=True)
 
-    cutoff: float = Field(0.1, gt=0, description="eps of the EIE kernel (Table 3: 0.1)")
-    stab_cutoff: float = Field(0.8, gt=0, description="cut-off of the stabilizing term (Table 3: 0.8)")
-    stabilizer: float = Field(1.0, ge=0, alias="lambda", description="lambda, weight of the stabilizing term (Table 3: 1)")
+    cutoff: float = Field(0.1, gt=0, le=1e6, description="eps of the EIE kernel (Table 3: 0.1)")
+    stab_cutoff: float = Field(0.8, gt=0, le=1e6, description="cut-off of the stabilizing term (Table 3: 0.8)")
+    stabilizer: float = Field(1.0, ge=0, alias="lambda", le=1e6, description="lambda, weight of the stabilizing term (Table 3: 1)")
     self_interaction: bool = Field(True, description="the generated samples' self-interaction (off: Fig. 4's collapse)")
     feature_scale: float = Field(
-        0.001, gt=0, description="multiplies D's outputs before the kernels; 1 is the literal reading, where G gets no "
+        0.001, gt=0, le=1e6, description="multiplies D's outputs before the kernels; 1 is the literal reading, where G gets no "
         "gradient (features 10-30 cut-offs apart at initialization; docs/methods.md)")
     feature_bound: FeatureBound = Field(
         "none", description="tanh: D's outputs in [-1, 1]^d before the scale (the finite feature domain of the paper's "
@@ -39,17 +39,17 @@ class EieParams(Params):
 
 class GanParams(Params):
     conditional: Literal["per_class", "none"] = Field("per_class", description="one generator per class, or one for all")
-    samples_per_class: int = Field(100, ge=1, description="synthetic images per class")
-    noise_dim: int = Field(100, ge=1, description="dimension of the Gaussian noise")
-    width: int = Field(64, ge=4, description="base width of G and D (DCGAN: 64)")
-    batch_size: int = Field(64, ge=2, description="batch size (Table 3: 64)")
-    lr_generator: float = Field(1e-4, gt=0, description="Adam lr of G (Table 3: 1e-4)")
-    lr_discriminator: float = Field(1e-5, gt=0, description="Adam lr of D (Table 3: 1e-5)")
-    d_steps: int = Field(3, ge=1, description="D updates per G update (Table 3: 3)")
+    samples_per_class: int = Field(100, ge=1, le=100_000, description="synthetic images per class")
+    noise_dim: int = Field(100, ge=1, le=4096, description="dimension of the Gaussian noise")
+    width: int = Field(64, ge=4, le=4096, description="base width of G and D (DCGAN: 64)")
+    batch_size: int = Field(64, ge=2, le=65536, description="batch size (Table 3: 64)")
+    lr_generator: float = Field(1e-4, gt=0, le=10, description="Adam lr of G (Table 3: 1e-4)")
+    lr_discriminator: float = Field(1e-5, gt=0, le=10, description="Adam lr of D (Table 3: 1e-5)")
+    d_steps: int = Field(3, ge=1, le=100, description="D updates per G update (Table 3: 3)")
 
 
 class EiegParams(GanParams):
-    feature_dim: int = Field(16, ge=1, description="output size of the feature transformation network (2 / 16 / 32)")
+    feature_dim: int = Field(16, ge=1, le=4096, description="output size of the feature transformation network (2 / 16 / 32)")
     eie: EieParams = EieParams()
 
 

@@ -10,6 +10,8 @@ on X concatenated with X') + a2 L_W(Y, Y') per class + a3 L_cov(Y'). docs/method
 
 from __future__ import annotations
 
+from typing import Iterator
+
 
 import torch
 import torch.nn.functional as F
@@ -32,40 +34,40 @@ class AutoencoderParams(Params):
     latent_channels: int = Field(32, ge=2, le=512, description="channels C of the latent map (the feature dimension)")
     width: int = Field(64, ge=8, le=512, description="channels of the hidden convolutions")
     variational: bool = Field(False, description="a log-variance head and the KL term of L_re")
-    kl_weight: float = Field(1e-3, ge=0, description="weight of the KL term (per pixel) when variational")
+    kl_weight: float = Field(1e-3, ge=0, le=1e6, description="weight of the KL term (per pixel) when variational")
     film: FilmMode = Field("weight", description="fine-tuning shift: `weight` conv(x; gW+b) or `output` g conv(x; W)+b (Eq. 1's two sides)")
 
 
 class AttentionParams(Params):
     variant: Variant = Field("mhsa_egm", description="none, rowwise, spatial, spatial_skip, mhsa, mhsa_egm")
     heads: int = Field(4, ge=1, le=64, description="heads L of the multi-head variants")
-    patch: int = Field(2, ge=1, description="patch size P on the latent map (a divisor of its side)")
+    patch: int = Field(2, ge=1, le=100, description="patch size P on the latent map (a divisor of its side)")
 
 
 class ExpanderParams(Params):
-    degree: int = Field(2, ge=1, description="edges per head-vertex at most (capped at heads - 1)")
+    degree: int = Field(2, ge=1, le=100, description="edges per head-vertex at most (capped at heads - 1)")
     keep: float = Field(0.5, gt=0, le=1, description="fraction of each head map's activations kept by attention cropping")
-    spectral_weight: float = Field(0.1, ge=0, description="weight of the spectrum-matching term against the similarity graph")
+    spectral_weight: float = Field(0.1, ge=0, le=1e6, description="weight of the spectrum-matching term against the similarity graph")
 
 
 class LossParams(Params):
-    alpha_re: float = Field(1.0, ge=0, description="a0: reconstruction (+ KL)")
-    alpha_ce: float = Field(0.1, ge=0, description="a1: cross-entropy of the classifier on X + X'")
-    alpha_w: float = Field(1.0, ge=0, description="a2: per-class Wasserstein distance between Y and Y'")
-    alpha_cov: float = Field(0.01, ge=0, description="a3: ||Cov(Y') - I||_F^2")
+    alpha_re: float = Field(1.0, ge=0, le=1e6, description="a0: reconstruction (+ KL)")
+    alpha_ce: float = Field(0.1, ge=0, le=1e6, description="a1: cross-entropy of the classifier on X + X'")
+    alpha_w: float = Field(1.0, ge=0, le=1e6, description="a2: per-class Wasserstein distance between Y and Y'")
+    alpha_cov: float = Field(0.01, ge=0, le=1e6, description="a3: ||Cov(Y') - I||_F^2")
     ot: OtKind = Field("exact", description="OT solver: exact (ot.emd2), sinkhorn, sliced")
 
 
 class ExpansiveParams(Params):
-    expansion_ratio: int = Field(10, ge=1, description="|X'| / |X|: synthetic images per few-shot image")
+    expansion_ratio: int = Field(10, ge=1, le=1000, description="|X'| / |X|: synthetic images per few-shot image")
     pretrain: str = Field("remainder", description="autoencoder pretraining set: remainder (unlabelled rest of the "
                                                     "training set), a dataset name, or none")
-    pretrain_epochs: int = Field(5, ge=1, description="reconstruction epochs over the pretraining set")
-    pretrain_images: int = Field(10000, ge=1, description="pretraining images at most (a seeded subset)")
-    lr: float = Field(1e-3, gt=0, description="Adam learning rate of the fine-tuning phase")
-    synth_per_class: int = Field(32, ge=2, description="new latents per class per fine-tuning step")
+    pretrain_epochs: int = Field(5, ge=1, le=1_000_000, description="reconstruction epochs over the pretraining set")
+    pretrain_images: int = Field(10000, ge=1, le=10_000_000, description="pretraining images at most (a seeded subset)")
+    lr: float = Field(1e-3, gt=0, le=10, description="Adam learning rate of the fine-tuning phase")
+    synth_per_class: int = Field(32, ge=2, le=100_000, description="new latents per class per fine-tuning step")
     interpolate: bool = Field(True, description="new latents start from random convex pairs of a class's latents")
-    classifier_width: int = Field(32, ge=8, description="width of the ConvNet giving L_ce")
+    classifier_width: int = Field(32, ge=8, le=4096, description="width of the ConvNet giving L_ce")
     ae: AutoencoderParams = AutoencoderParams()
     attention: AttentionParams = AttentionParams()
     egm: ExpanderParams = ExpanderParams()
@@ -84,6 +86,20 @@ class ExpansiveParams(Params):
     @classmethod
     def _heads_fit(cls, attention: AttentionParams, info: ValidationInfo) -> AttentionParams:
         return check_heads(attention, info)
+
+    def check_for(self, data):
+        yield from check_patch(self.attention, data)
+
+
+def check_patch(attention: AttentionParams, data) -> Iterator[tuple[str, str]]:
+    """The attention's patch must divide the latent map, whose side depends on the dataset's image size."""
+    from raysynth.nets.autoencoder import latent_map_size
+
+    side = latent_map_size(data.image_size)
+    if attention.variant != "none" and side % attention.patch:
+        divisors = [d for d in range(1, side + 1) if side % d == 0]
+        yield ("attention.patch", f"patch {attention.patch} does not divide the {side} x {side} latent map of "
+               f"`{data.name}` ({data.image_size} px images); use one of {divisors}")
 
 
 def check_heads(attention: AttentionParams, info: ValidationInfo) -> AttentionParams:

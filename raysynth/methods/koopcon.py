@@ -16,7 +16,7 @@ from torch import nn
 
 from raysynth.methods.base import (Budget, CondensationParams, Intent, Method, Report, SyntheticSet, register_method,
                                    report_due, seeded_generator)
-from raysynth.methods.expansive import AttentionParams, AutoencoderParams, LossParams, check_heads
+from raysynth.methods.expansive import AttentionParams, AutoencoderParams, LossParams, check_heads, check_patch
 from raysynth.nets.attention import LatentAttention
 from raysynth.nets.autoencoder import KoopmanAutoencoder, pretrained_autoencoder, reconstruction_loss
 from raysynth.nets.classifiers import build_classifier
@@ -24,17 +24,21 @@ from raysynth.nets.losses import covariance_loss, per_class_wasserstein
 
 
 class KoopconParams(CondensationParams):
-    ae_epochs: int = Field(5, ge=1, description="reconstruction epochs of the autoencoder over the training set")
-    ae_images: int = Field(60000, ge=1, description="training images the autoencoder sees at most (a seeded subset)")
-    batch_per_class: int = Field(64, ge=2, description="real images per class per condensation step")
-    key_dim: int = Field(64, ge=1, description="width of the pooling's queries and keys")
-    lr: float = Field(1e-3, gt=0, description="Adam learning rate of the condensation phase")
-    classifier_width: int = Field(32, ge=8, description="width of the ConvNet giving L_ce")
+    ae_epochs: int = Field(5, ge=1, le=1_000_000, description="reconstruction epochs of the autoencoder over the training set")
+    ae_images: int = Field(60000, ge=1, le=10_000_000, description="training images the autoencoder sees at most (a seeded subset)")
+    batch_per_class: int = Field(64, ge=2, le=100_000, description="real images per class per condensation step")
+    key_dim: int = Field(64, ge=1, le=4096, description="width of the pooling's queries and keys")
+    lr: float = Field(1e-3, gt=0, le=10, description="Adam learning rate of the condensation phase")
+    classifier_width: int = Field(32, ge=8, le=4096, description="width of the ConvNet giving L_ce")
     ae: AutoencoderParams = AutoencoderParams()
     attention: AttentionParams = AttentionParams(variant="mhsa")
     loss: LossParams = LossParams()
 
     _heads_fit = field_validator("attention")(check_heads)
+
+    def check_for(self, data):
+        yield from super().check_for(data)
+        yield from check_patch(self.attention, data)
 
 
 class KoopmanOperator(nn.Module):

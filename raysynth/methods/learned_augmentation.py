@@ -24,20 +24,20 @@ from raysynth.nets.spatial import (affine_exp, affine_identity, affine_log, affi
 
 
 class FitParams(Params):
-    steps: int = Field(200, ge=1, description="Adam steps of the batched pair fit")
-    lr: float = Field(0.01, gt=0, description="Adam learning rate of the pair fit")
-    max_pairs: int = Field(2000, ge=1, description="ordered pairs per class at most (a seeded sample beyond)")
+    steps: int = Field(200, ge=1, le=1_000_000, description="Adam steps of the batched pair fit")
+    lr: float = Field(0.01, gt=0, le=10, description="Adam learning rate of the pair fit")
+    max_pairs: int = Field(2000, ge=1, le=10_000_000, description="ordered pairs per class at most (a seeded sample beyond)")
 
 
 class StatsParams(Params):
     center: Literal["zero", "mean"] = Field("zero", description="Gaussian mean in the tangent space: 0 (identity) or the sample mean")
-    ridge: float = Field(1e-4, ge=0, description="added to the covariance diagonal, relative to its mean variance")
-    scale: float = Field(1.0, gt=0, description="multiplies the sampled tangent vectors (1: the fitted spread)")
+    ridge: float = Field(1e-4, ge=0, le=1e6, description="added to the covariance diagonal, relative to its mean variance")
+    scale: float = Field(1.0, gt=0, le=1e6, description="multiplies the sampled tangent vectors (1: the fitted spread)")
 
 
 class LearnedAugmentationParams(Params):
     transform: Literal["affine", "diffeomorphic"] = Field("affine", description="transformation family")
-    expansion_ratio: int = Field(10, ge=2, description="size of real + generated set over the few-shot set's size")
+    expansion_ratio: int = Field(10, ge=2, le=1000, description="size of real + generated set over the few-shot set's size")
     grid: int = Field(4, ge=2, le=32, description="velocity lattice side of the diffeomorphic family")
     squarings: int = Field(6, ge=1, le=12, description="scaling-and-squaring steps integrating the velocity")
     fit: FitParams = FitParams()

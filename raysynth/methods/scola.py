@@ -24,8 +24,8 @@ from raysynth.nets.glo import (InfoGANGenerator, LossKind, fit_content_gaussians
 
 
 class LatentParams(Params):
-    dim: int = Field(64, ge=2, description="d, the content part of the code (64 in the paper)")
-    sigma: float = Field(1.0, gt=0, description="std of the content codes' initialization (before normalizing)")
+    dim: int = Field(64, ge=2, le=4096, description="d, the content part of the code (64 in the paper)")
+    sigma: float = Field(1.0, gt=0, le=1e6, description="std of the content codes' initialization (before normalizing)")
 
 
 class GloLossParams(Params):
@@ -42,9 +42,9 @@ class GloParams(Params):
     latent: LatentParams = LatentParams()
     loss: GloLossParams = GloLossParams()
     sampling: SamplingParams = SamplingParams()
-    lr_generator: float = Field(1e-3, gt=0, description="Adam lr of G (halved every 50 epochs)")
-    lr_codes: float = Field(1e-2, gt=0, description="Adam lr of the content codes (halved every 50 epochs)")
-    batch_size: int = Field(64, ge=2, description="images per GLO step")
+    lr_generator: float = Field(1e-3, gt=0, le=10, description="Adam lr of G (halved every 50 epochs)")
+    lr_codes: float = Field(1e-2, gt=0, le=10, description="Adam lr of the content codes (halved every 50 epochs)")
+    batch_size: int = Field(64, ge=2, le=65536, description="images per GLO step")
 
 
 class ScolaParams(GloParams):

@@ -58,6 +58,11 @@ def downsamplings(image_size: int) -> int:
     return 2 if image_size >= 16 else 1
 
 
+def latent_map_size(image_size: int) -> int:
+    """Side of the autoencoder's latent map for images of ``image_size`` px."""
+    return padded_size(image_size) // 2 ** downsamplings(image_size)
+
+
 class KoopmanAutoencoder(nn.Module):
     """phi: ``N x channels x S x S`` -> ``N x latent_channels x h x h``; phi^-1 back. ``variational``
     adds a log-variance head (the KL term of L_re); the latent then is its mean, sampled in training."""
@@ -69,7 +74,7 @@ class KoopmanAutoencoder(nn.Module):
         total = CONV_LAYERS[depth]
         encoder_convs, decoder_convs = math.ceil(total / 2), total // 2
         downs = downsamplings(image_size)
-        self.latent_size = padded_size(image_size) // 2 ** downs
+        self.latent_size = latent_map_size(image_size)
         self.latent_channels = latent_channels
 
         def film(conv):

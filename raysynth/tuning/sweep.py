@@ -121,11 +121,12 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, resume: bool = Fal
         log(f"sweep {sweep_id}: experiment `{spec.experiment}`, {len(step_specs)} step(s), {len(spec.seeds)} seed(s), "
             f"tracking {spec.tracking.uri}")
 
+    from raysynth.plugins import read as read_plugins
     from raysynth.tuning.trainable import SweepContext
 
     context = SweepContext(sweep_id=sweep_id, experiment_id=experiment_id, parent_run_id=parent_run_id,
                            tracking_uri=spec.tracking.uri, git_commit=commit,
-                           ladder=bool(spec.ablation), step_specs=step_specs)
+                           ladder=bool(spec.ablation), step_specs=step_specs, plugins=read_plugins(spec.plugins))
     outcome = SweepOutcome(sweep_id, parent_run_id)
     _init_ray(address, log)
     try:

@@ -19,6 +19,8 @@ import yaml
 from ray import tune
 
 from raysynth.checkpointing import Checkpointer, TrialState
+from raysynth.plugins import Plugin
+from raysynth.plugins import load as load_plugins
 from raysynth.tuning.sweep import CONFIRM_SEED
 from raysynth.data import ImageDataset, Split
 from raysynth.methods import SyntheticSet
@@ -39,6 +41,7 @@ class SweepContext:
     git_commit: str
     ladder: bool
     step_specs: Mapping[str, SweepSpec]
+    plugins: tuple[Plugin, ...] = ()
 
     def tracker(self) -> Tracker:
         return Tracker(self.tracking_uri)
@@ -110,6 +113,7 @@ def train_trial(config: dict[str, Any], *, context: SweepContext, datasets: Mapp
                 group: str, step: str | None = None, role: str = "grid") -> None:
     """Runs one trial: ``config`` holds the sampled params (dotted keys) and, in a ladder grid, the step;
     a confirmation trial's config also holds the one fresh seed it runs instead of ``seeds``."""
+    load_plugins(context.plugins)  # before any name is resolved in this worker
     sampled = {k: v for k, v in config.items() if k not in ("step", CONFIRM_SEED)}
     step_name = config.get("step", step)
     spec = with_sampled(context.step_specs[step_name], sampled,
