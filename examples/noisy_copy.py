@@ -6,7 +6,6 @@ imports it on the driver (before validation) and in every Ray worker. See exampl
 
 from __future__ import annotations
 
-import torch
 from pydantic import Field
 
 from raysynth.methods import Intent, Method, Params, SyntheticSet, register_method
@@ -22,9 +21,11 @@ class NoisyCopy(Method):
     Params = NoisyCopyParams
     intent = Intent.EXPANSION  # accuracy trains on the few-shot set plus these copies
 
-    def fit(self, split, budget, report) -> SyntheticSet:
+    def fit(self, split, context, report) -> SyntheticSet:
+        import torch  # imported where it runs, so `raysynth validate` on a space using this plugin stays instant
+
         images, labels = split.fewshot
-        generator = torch.Generator().manual_seed(budget.seed)
+        generator = torch.Generator().manual_seed(context.seed)
         copies = images.repeat(self.params.copies, 1, 1, 1)
         noise = torch.randn(copies.shape, generator=generator) * self.params.noise_std
         report(1, noise_std=self.params.noise_std)

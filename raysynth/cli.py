@@ -31,9 +31,13 @@ def cmd_validate(args) -> int:
     import yaml
 
     print(yaml.safe_dump(spec.to_data(), sort_keys=False).rstrip())
+    from raysynth.methods import METHODS
+
     for name, step in steps(spec):
-        if name is not None:
-            print(f"# step {name}: method {step.method}, params {json.dumps(step.params)}")
+        counts = METHODS.get(step.method).epoch_counts
+        label = f"step {name}" if name is not None else "base"
+        print(f"# {label}: method {step.method}, params {json.dumps(step.params)}; budget.epochs={step.budget.epochs} "
+              f"counts {counts}")
     _log(f"{args.space}: valid ({len(steps(spec))} step(s), {len(spec.seeds)} seed(s))")
     return 0
 
@@ -165,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_space_arguments(validate)
     validate.set_defaults(handler=cmd_validate)
 
-    report = verbs.add_parser("report", help="ablation / search report from MLflow: paired differences with 95 % CIs "
+    report = verbs.add_parser("report", help="ablation / search report from MLflow: paired differences with 95 %% CIs "
                                              "(Markdown, CSV, JSON, PNG)")
     report.add_argument("--experiment", required=True)
     report.add_argument("--tracking-uri", default=None)

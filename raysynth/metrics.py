@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from raysynth.registry import Registry
+
 Split = Literal["validation", "test", "none"]
 
 
@@ -62,3 +64,7 @@ def validation_counterpart(name: str) -> str | None:
 
 def seed_spread_metrics() -> list[str]:
     return [m.name for m in METRICS.values() if m.seed_spread]
+
+
+# the feature spaces of `fid` / `val_fid` (evaluation.fid); each registers itself in evaluation/fid.py
+FID_BACKENDS: Registry = Registry("FID backend").discover("raysynth.evaluation.fid", "FID_BACKENDS")

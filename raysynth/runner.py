@@ -18,7 +18,7 @@ from raysynth.data import ImageDataset, Split, load_dataset, make_split
 from raysynth.errors import NonFiniteLossError, RaysynthError
 from raysynth.evaluation import ClassifierProtocol, EvaluationSettings, Evaluator
 from raysynth.evaluation.augment import policy_for
-from raysynth.methods import METHODS, Budget, SyntheticSet
+from raysynth.methods import METHODS, FitContext, SyntheticSet
 from raysynth.metrics import seed_spread_metrics
 from raysynth.spec import SweepSpec
 
@@ -128,9 +128,9 @@ def run_trial(spec: SweepSpec, dataset: ImageDataset, observer: TrialObserver,
             report = MethodReporter(spec.method, seed, observer, log, next_step)
             log(f"[{spec.method} seed {seed}] fitting on {len(split.fewshot[1])} images of {dataset.name} "
                 f"({spec.budget.epochs} epochs, {device.type})")
-            budget = Budget(spec.budget.epochs, device, seed, MethodCheckpoint(checkpointer, seed),
+            context = FitContext(spec.budget.epochs, device, seed, MethodCheckpoint(checkpointer, seed),
                             cache_dir=Path(spec.cache_dir), load_dataset=lambda name: load_spec_dataset(spec, name))
-            synthetic = method.fit(split, budget, report)
+            synthetic = method.fit(split, context, report)
             check_synthetic(synthetic, split, spec.method)
             state.synthetic[seed] = (synthetic.images.detach().cpu(), synthetic.labels.cpu(), dict(synthetic.info))
             state.method.pop(seed, None)

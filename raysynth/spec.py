@@ -430,8 +430,8 @@ def _check_name(registry, name: str, key: str) -> None:
 def build_spec(data: Mapping[str, Any], *, check_ablation: bool = True) -> SweepSpec:
     """Validates plain data into a :class:`SweepSpec`, checking names, params, search and ablation."""
     from raysynth.data import DATASETS
-    from raysynth.evaluation.fid import FID_BACKENDS
-    from raysynth.nets.classifiers import CLASSIFIERS
+    from raysynth.metrics import FID_BACKENDS
+    from raysynth.nets.settings import CLASSIFIERS
 
     try:
         spec = SweepSpec.model_validate(data)

@@ -41,3 +41,20 @@ def test_run_with_an_unavailable_dataset_exits_2_with_one_line(tmp_path):
     result = run_cli("run", str(REPO / "search_spaces/quickstart.yaml"), "--set", "dataset.name=cifar100",
                      "--set", "dataset.download=false", "--set", f"dataset.root={tmp_path}", cwd=tmp_path)
     assert result.returncode == 2 and result.stderr.count("\n") == 1 and "cifar100" in result.stderr
+
+
+HEAVY = ("torch", "numpy", "ot", "scipy.optimize", "ray", "mlflow")
+
+
+@pytest.mark.parametrize("argv", [["validate", "search_spaces/ablation_expansive.yaml"], ["validate", "examples/noisy_copy.yaml"],
+                                  ["validate", "search_spaces/quickstart.yaml", "--set", "evaluation.epoch=2"],
+                                  ["datasets"], ["--help"]])
+def test_the_fast_verbs_import_no_torch_ray_or_mlflow(argv):
+    """`validate`, `datasets`, `--help` and their error paths answer without loading the heavy libraries."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom raysynth.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+            f"print(sorted(m for m in {HEAVY!r} if m in sys.modules), file=sys.stderr)")
+    result = subprocess.run([sys.executable, "-c", code, *argv], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.stderr.strip().splitlines()[-1] == "[]", result.stderr[-2000:]

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from raysynth.data import make_split
-from raysynth.methods import METHODS, Budget
+from raysynth.methods import METHODS, FitContext
 from raysynth.methods.cola import hungarian_assignment
 from raysynth.nets.glo import InfoGANGenerator, initial_content, laplacian_loss, train_glo
 
@@ -52,7 +52,7 @@ def test_hungarian_assignment_is_the_best_permutation():
 def test_scola_samples_the_requested_count_per_class(digits):
     split = make_split(digits, 4, seed=0)
     cls = METHODS.get("scola")
-    synthetic = cls(cls.Params(mix_ratio=0.75)).fit(split, Budget(epochs=2, device=torch.device("cpu"), seed=0),
+    synthetic = cls(cls.Params(mix_ratio=0.75)).fit(split, FitContext(epochs=2, device=torch.device("cpu"), seed=0),
                                                     lambda step, **m: None)
     assert torch.bincount(synthetic.labels).tolist() == [12] * 10  # 75 % of the Mix set: 3 x the 4 real images
 

@@ -3,9 +3,9 @@
 import torch
 
 from raysynth.data import make_split
-from raysynth.methods import METHODS, Budget
+from raysynth.methods import METHODS, FitContext
 from raysynth.methods.dm import distribution_matching_loss
-from raysynth.methods.koopcon import KoopmanOperator
+from raysynth.nets.koopman import KoopmanOperator
 from raysynth.nets.classifiers import build_classifier
 
 
@@ -14,7 +14,7 @@ def test_koopcon_condenses_to_exactly_ipc_images_per_class(digits):
     cls = METHODS.get("koopcon")
     params = cls.Params.model_validate({"ae_epochs": 1, "ae_images": 400, "batch_per_class": 8,
                                         "ae": {"depth": "shallow", "latent_channels": 8}})
-    synthetic = cls(params).fit(split, Budget(epochs=2, device=torch.device("cpu"), seed=0), lambda step, **m: None)
+    synthetic = cls(params).fit(split, FitContext(epochs=2, device=torch.device("cpu"), seed=0), lambda step, **m: None)
     assert torch.bincount(synthetic.labels).tolist() == [3] * 10 and synthetic.images.shape[1:] == (1, 8, 8)
 
 
@@ -57,12 +57,12 @@ def test_dm_resumed_from_its_checkpoint_matches_an_uninterrupted_run(digits):
     params = cls.Params(iterations=3, width=16, batch_real=16)
     saved = []
     checkpointer = Checkpointer(save=lambda state: saved.append(copy.deepcopy(state.method[0])), interval_s=0)
-    budget = Budget(epochs=3, device=torch.device("cpu"), seed=0, checkpoint=MethodCheckpoint(checkpointer, 0))
-    whole = cls(params).fit(split, budget, lambda step, **m: None)
+    context = FitContext(epochs=3, device=torch.device("cpu"), seed=0, checkpoint=MethodCheckpoint(checkpointer, 0))
+    whole = cls(params).fit(split, context, lambda step, **m: None)
     after_first = Checkpointer(interval_s=3600)
     after_first.state.method[0] = saved[0]  # as if the trial had been lost after iteration 1
     steps_after_restart = []
-    resumed = cls(params).fit(split, Budget(epochs=3, device=torch.device("cpu"), seed=0,
+    resumed = cls(params).fit(split, FitContext(epochs=3, device=torch.device("cpu"), seed=0,
                                             checkpoint=MethodCheckpoint(after_first, 0)),
                               lambda step, **m: steps_after_restart.append(step))
     assert [s["iteration"] for s in saved] == [1, 2, 3] and steps_after_restart == [2, 3]

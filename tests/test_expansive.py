@@ -7,7 +7,7 @@ import torch
 
 from raysynth.data import make_split
 from raysynth.errors import SpecError
-from raysynth.methods import METHODS, Budget
+from raysynth.methods import METHODS, FitContext
 from raysynth.nets.attention import MULTI_HEAD, VARIANTS, LatentAttention
 from raysynth.nets.autoencoder import FiLMConv, KoopmanAutoencoder, reconstruction_loss
 from raysynth.nets.expander import ClassGraphs, degree_mask, normalized, similarity_graph, spectral_gap
@@ -92,7 +92,7 @@ def test_expansion_returns_ratio_times_n_class_balanced_new_images(digits, varia
     cls = METHODS.get("expansive")
     params = cls.Params.model_validate({"expansion_ratio": 3, "pretrain_epochs": 1, "pretrain_images": 300,
                                         "attention": {"variant": variant, "heads": 4, "patch": 2}})
-    synthetic = cls(params).fit(split, Budget(epochs=3, device=torch.device("cpu"), seed=0), lambda step, **m: None)
+    synthetic = cls(params).fit(split, FitContext(epochs=3, device=torch.device("cpu"), seed=0), lambda step, **m: None)
     real = split.fewshot[0]
     nearest = (synthetic.images.unsqueeze(1) - real.unsqueeze(0)).flatten(2).abs().amax(-1).min(dim=1).values
     assert torch.bincount(synthetic.labels).tolist() == [12] * 10 and bool((nearest > 1e-4).all())
@@ -111,7 +111,7 @@ def test_pretraining_on_another_dataset_resizes_it_to_the_target(digits, fashion
     params = cls.Params.model_validate({"expansion_ratio": 2, "pretrain": "fashion-mnist", "pretrain_epochs": 1,
                                         "pretrain_images": 200, "attention": {"variant": "mhsa", "patch": 1}})
     loaded = []
-    budget = Budget(epochs=1, device=torch.device("cpu"), seed=0,
+    context = FitContext(epochs=1, device=torch.device("cpu"), seed=0,
                     load_dataset=lambda name: loaded.append(name) or fashion_mnist)
-    synthetic = cls(params).fit(split, budget, lambda step, **m: None)
+    synthetic = cls(params).fit(split, context, lambda step, **m: None)
     assert loaded == ["fashion-mnist"] and synthetic.images.shape == (40, 1, 8, 8)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from raysynth.data import make_split
-from raysynth.methods import METHODS, Budget
+from raysynth.methods import METHODS, FitContext
 from raysynth.methods.learned_augmentation import FitParams, LearnedAugmentationParams, TransformFamily, fit_pairs
 from raysynth.nets.spatial import affine_exp, affine_log, affine_warp, compose_displacements, integrate_velocity
 
@@ -53,7 +53,7 @@ def test_pair_fitting_is_one_batched_optimization(digits, monkeypatch, transform
     monkeypatch.setattr(torch.optim, "Adam", CountingAdam)
     split = make_split(digits, 6, seed=0)
     params = LearnedAugmentationParams(transform=transform, expansion_ratio=3, fit=FitParams(steps=5))
-    synthetic = METHODS.get("learned_augmentation")(params).fit(split, Budget(1, torch.device("cpu"), 0), lambda s, **m: None)
+    synthetic = METHODS.get("learned_augmentation")(params).fit(split, FitContext(1, torch.device("cpu"), 0), lambda s, **m: None)
     assert len(created) == 1 and synthetic.info["fit_pairs"] == 10 * 6 * 5 and len(synthetic.labels) == 2 * 60
 
 

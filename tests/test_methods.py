@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from raysynth.data import make_split
-from raysynth.methods import METHODS, Budget
+from raysynth.methods import METHODS, FitContext
 from raysynth.methods.classic_augmentation import classic_expand
 from raysynth.runner import check_synthetic
 
@@ -15,7 +15,7 @@ def test_method_fit_returns_a_valid_synthetic_set(name, digits):
     cls = METHODS.get(name)
     method = cls(cls.Params.model_validate(cls.smoke_params))  # a method declares what makes its fit take seconds
     reports = []
-    synthetic = method.fit(split, Budget(epochs=1, device=torch.device("cpu"), seed=0), lambda step, **m: reports.append(m))
+    synthetic = method.fit(split, FitContext(epochs=1, device=torch.device("cpu"), seed=0), lambda step, **m: reports.append(m))
     check_synthetic(synthetic, split, name)  # raises on a broken contract
     classes = set(synthetic.labels.tolist())
     assert classes == set(range(10)) if METHODS.get(name).labels_given else classes <= set(range(10))
@@ -41,3 +41,26 @@ def test_a_non_finite_loss_fails_the_trial():
     report(1, loss=0.5)
     with pytest.raises(NonFiniteLossError, match="epoch 2"):
         report(2, loss=float("nan"))
+
+
+def _fit(name: str, split, seed: int = 0):
+    cls = METHODS.get(name)
+    method = cls(cls.Params.model_validate(cls.smoke_params))
+    return method.fit(split, FitContext(epochs=1, device=torch.device("cpu"), seed=seed), lambda step, **m: None)
+
+
+@pytest.mark.parametrize("name", METHODS.names())
+def test_the_same_seed_gives_the_identical_synthetic_set(name, digits):
+    split = make_split(digits, 3, seed=0)
+    first, second = _fit(name, split), _fit(name, split)
+    assert torch.equal(first.images, second.images) and torch.equal(first.labels, second.labels)
+
+
+@pytest.mark.parametrize("name", METHODS.names())
+def test_a_method_leaves_the_global_random_state_alone(name, digits):
+    import numpy as np
+
+    split = make_split(digits, 3, seed=0)
+    torch_state, numpy_state = torch.random.get_rng_state(), np.random.get_state()[1].copy()
+    _fit(name, split)
+    assert torch.equal(torch.random.get_rng_state(), torch_state) and np.array_equal(np.random.get_state()[1], numpy_state)

@@ -97,15 +97,34 @@ def test_multi_objective_search_reports_its_pareto_front(tmp_path, cache_dir):
     assert "Pareto front" in report.stdout and (tmp_path / "r" / "search_main_pareto.png").exists(), report.stderr
 
 
+FAILING_PLUGIN = """
+from pydantic import Field
+from raysynth.methods import Intent, Method, Params, SyntheticSet, register_method
+
+class BreakableParams(Params):
+    fail: bool = Field(False, description="raise inside fit")
+
+@register_method("breakable")
+class Breakable(Method):
+    Params = BreakableParams
+    intent = Intent.GENERATION
+
+    def fit(self, split, context, report):
+        if self.params.fail:
+            raise RuntimeError("the method broke on purpose")
+        return SyntheticSet(*split.fewshot)
+"""
+
+
 def test_a_failing_trial_is_recorded_and_the_sweep_completes(tmp_path, cache_dir):
-    path = space(tmp_path, method="random_subset", ablation=[
-        {"name": "ok", "params": {"images_per_class": 2}},
-        {"name": "too_many", "params": {"images_per_class": 500}},  # digits has ~125 training images per class
-    ])
-    result = sweep(tmp_path, path, cache_dir)
+    (tmp_path / "breakable.py").write_text(FAILING_PLUGIN)
+    path = space(tmp_path, method="breakable", plugins=["breakable.py"], ablation=[
+        {"name": "ok"}, {"name": "broken", "params": {"fail": True}}])
+    result = sweep(tmp_path, path, cache_dir, "tune.max_failures=0")
     by_step = {r.data.tags["ablation_step"]: r for r in runs(f"sqlite:///{tmp_path}/m.db", "t", "trial")}
     assert result.returncode == 0 and by_step["ok"].info.status == "FINISHED" and \
-        by_step["too_many"].info.status == "FAILED" and "training images" in by_step["too_many"].data.tags["error"]
+        by_step["broken"].info.status == "FAILED" and "broke on purpose" in by_step["broken"].data.tags["error"], \
+        result.stderr[-3000:]
 
 
 def test_an_interrupted_sweep_resumes_without_rerunning_or_duplicating(tmp_path, cache_dir):

@@ -1,5 +1,8 @@
 """The dataset registry: where each dataset's files live, how they are read, how they are normalized.
 
+Importing this module loads no array library: the registry's metadata (sizes, classes) answers
+``raysynth validate`` and ``raysynth datasets`` at once; numpy and torch are imported when data is read.
+
 Images are kept as ``uint8`` tensors ``N x C x H x W`` (compact enough to share through Ray's
 object store) and normalized on use with the dataset's per-channel mean and std.
 """
@@ -9,13 +12,14 @@ from __future__ import annotations
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
-
-import numpy as np
-import torch
+from typing import TYPE_CHECKING, Callable
 
 from raysynth.errors import DatasetUnavailableError
 from raysynth.registry import Registry
+
+if TYPE_CHECKING:  # annotations only: the module loads without torch (raysynth validate stays fast)
+    import numpy as np
+    import torch
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 
@@ -43,6 +47,8 @@ class ImageDataset:
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 images (or floats in [0, 1]) -> floats with zero mean and unit std per channel."""
+        import torch
+
         unit = images.float() / 255.0 if images.dtype == torch.uint8 else images
         mean = torch.tensor(self.mean, device=images.device).view(1, -1, 1, 1)
         std = torch.tensor(self.std, device=images.device).view(1, -1, 1, 1)
@@ -50,6 +56,8 @@ class ImageDataset:
 
     def denormalize(self, images: torch.Tensor) -> torch.Tensor:
         """Normalized float images -> floats in [0, 1] for display."""
+        import torch
+
         mean = torch.tensor(self.mean, device=images.device).view(1, -1, 1, 1)
         std = torch.tensor(self.std, device=images.device).view(1, -1, 1, 1)
         return (images * std + mean).clamp(0, 1)
@@ -130,6 +138,8 @@ def _register(source: DatasetSource) -> None:
 
 
 def _as_uint8_nchw(images: np.ndarray) -> np.ndarray:
+    import numpy as np
+
     images = np.asarray(images)
     if images.ndim == 3:
         images = images[:, None]
@@ -139,6 +149,7 @@ def _as_uint8_nchw(images: np.ndarray) -> np.ndarray:
 
 
 def _read_digits(root: Path, download: bool):
+    import numpy as np
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
@@ -153,6 +164,8 @@ def _read_digits(root: Path, download: bool):
 
 def _torchvision_reader(cls_name: str, folder: str | None = None):
     def read(root: Path, download: bool):
+        import numpy as np
+        import torch
         import torchvision.datasets as tvd
 
         cls = getattr(tvd, cls_name)
@@ -243,6 +256,9 @@ def load_dataset(name: str, *, data_root: Path | None, cache_dir: Path, allow_do
 
     Raises :class:`DatasetUnavailableError` naming the folders searched and how to get the data.
     """
+    import numpy as np
+    import torch
+
     source = DATASETS.get(name)
     root = source.locate(data_root, cache_dir)
     download = False

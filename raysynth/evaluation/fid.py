@@ -24,7 +24,6 @@ from raysynth.data.datasets import ImageDataset
 from raysynth.diskcache import cached_state, content_key
 from raysynth.errors import RaysynthError
 from raysynth.evaluation.protocol import ClassifierProtocol, build_seeded, train_classifier
-from raysynth.registry import Registry
 
 
 def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:
@@ -58,7 +57,7 @@ class FidContext:
     progress: Callable[[str], None] = lambda message: None
 
 
-FID_BACKENDS: Registry[Callable[[FidContext], FeatureSpace]] = Registry("FID backend")
+from raysynth.metrics import FID_BACKENDS  # noqa: E402 (the registry lives where names resolve without torch)
 
 DOMAIN_STEPS = 600  # SGD steps of the domain network: ~89 % on Fashion-MNIST, ~97 % on digits
 

@@ -1,4 +1,4 @@
-"""The method contract: ``fit(split, budget, report) -> SyntheticSet``. No Ray, no MLflow here."""
+"""The method contract: ``fit(split, context, report) -> SyntheticSet``. No Ray, no MLflow here."""
 
 from __future__ import annotations
 
@@ -6,15 +6,19 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Callable, ClassVar, Iterator, Protocol
+from typing import TYPE_CHECKING, Callable, ClassVar, Iterator, Protocol
 
-import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from raysynth.checkpointing import MethodCheckpoint
 from raysynth.data.datasets import DataInfo, ImageDataset
-from raysynth.data.splits import Split
+from raysynth.params import Params
 from raysynth.registry import Registry
+
+if TYPE_CHECKING:  # the contract's declarations load without torch (raysynth validate stays fast)
+    import torch
+
+    from raysynth.checkpointing import MethodCheckpoint
+    from raysynth.data.splits import Split
 
 
 class Intent(str, Enum):
@@ -23,17 +27,6 @@ class Intent(str, Enum):
     EXPANSION = "expansion"  # the real few-shot set plus the synthetic images
     CONDENSATION = "condensation"  # the condensed set alone; baseline: a random real subset of its size
     GENERATION = "generation"  # the synthetic images alone
-
-
-class Params(BaseModel):
-    """Base of every method's typed parameters: strict, immutable, documented per field."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True, allow_inf_nan=False)
-
-    def check_for(self, data: DataInfo) -> Iterator[tuple[str, str]]:
-        """Problems with these parameters on this data, as (field path relative to ``params``, message
-        naming the rule, the value and the fix); checked by ``raysynth validate`` before anything starts."""
-        return iter(())
 
 
 class NoParams(Params):
@@ -57,8 +50,9 @@ class CondensationParams(Params):
 
 
 @dataclass(frozen=True)
-class Budget:
-    """What a method may spend: training epochs, the device, and the seed of its randomness.
+class FitContext:
+    """What a fit gets besides the data: its epochs (``budget.epochs``; what one counts, the method's
+    ``epoch_counts`` says), the device, and the seed of its randomness.
 
     ``cache_dir`` (when given) is where a method may keep networks worth training once per machine
     (e.g. a pretrained autoencoder); ``load_dataset(name)`` returns another registered dataset (for
@@ -94,6 +88,8 @@ class SyntheticSet:
             raise ValueError(f"{len(self.images)} images but {len(self.labels)} labels")
 
     def per_class_counts(self, num_classes: int) -> list[int]:
+        import torch
+
         return torch.bincount(self.labels.cpu(), minlength=num_classes).tolist()
 
 
@@ -106,13 +102,14 @@ class Method(ABC):
     uses_remainder: ClassVar[bool] = False  # reads the training images outside the few-shot set
     labels_given: ClassVar[bool] = True  # synthetic labels are the classes asked for (False: inferred, e.g. clusters)
     smoke_params: ClassVar[dict] = {}  # parameters that make a fit take seconds (the registry-wide tests use them)
+    epoch_counts: ClassVar[str] = "nothing: the method does not train"  # what one of `budget.epochs` is (validate prints it)
 
     def __init__(self, params: Params):
         self.params = params
 
     @abstractmethod
-    def fit(self, split: Split, budget: Budget, report: Report) -> SyntheticSet:
-        """Fits on ``split`` within ``budget`` and returns the synthetic set."""
+    def fit(self, split: Split, context: FitContext, report: Report) -> SyntheticSet:
+        """Fits on ``split`` with what ``context`` allows (epochs, device, seed) and returns the synthetic set."""
 
     @classmethod
     def equal_steps_control(cls) -> bool:
@@ -144,5 +141,7 @@ def report_due(step: int, total: int, times: int = 50) -> bool:
     return step == total or step % max(1, total // times) == 0
 
 
-def seeded_generator(budget: Budget, offset: int = 0) -> torch.Generator:
-    return torch.Generator().manual_seed(budget.seed * 7919 + offset)
+def seeded_generator(context: FitContext, offset: int = 0) -> torch.Generator:
+    import torch
+
+    return torch.Generator().manual_seed(context.seed * 7919 + offset)

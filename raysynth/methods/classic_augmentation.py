@@ -3,10 +3,22 @@ a torchvision.transforms.v2 policy suited to the dataset (no flips for digits)."
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
+
 from pydantic import Field
 
-from raysynth.methods.base import Budget, Intent, Method, Params, Report, SyntheticSet, register_method
+from raysynth.methods.base import (
+    FitContext,
+    Intent,
+    Method,
+    Params,
+    Report,
+    SyntheticSet,
+    register_method,
+)
+
+if TYPE_CHECKING:  # annotations only: the module loads without torch (raysynth validate stays fast)
+    import torch
 
 
 class ClassicAugmentationParams(Params):
@@ -31,6 +43,8 @@ def augmentation_policy(dataset_name: str, image_size: int):
 
 def classic_expand(split, expansion_ratio: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """``(expansion_ratio - 1) x n`` augmented copies of the few-shot set (the real images not included)."""
+    import torch
+
     images, labels = split.fewshot
     dataset = split.dataset
     policy = augmentation_policy(dataset.name, dataset.image_size)
@@ -46,6 +60,8 @@ def classic_expand(split, expansion_ratio: int, seed: int) -> tuple[torch.Tensor
 def classic_reference(split, expansion_ratio: int, seed: int) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """The `classic` reference set of an expansion method: the few-shot set plus its classic
     augmentation, ``expansion_ratio`` x its size (what the paper compares at equal size)."""
+    import torch
+
     if expansion_ratio < 2:
         return {}
     images, labels = classic_expand(split, expansion_ratio, seed)
@@ -58,6 +74,6 @@ class ClassicAugmentation(Method):
     Params = ClassicAugmentationParams
     intent = Intent.EXPANSION
 
-    def fit(self, split, budget: Budget, report: Report) -> SyntheticSet:
-        images, labels = classic_expand(split, self.params.expansion_ratio, budget.seed)
+    def fit(self, split, context: FitContext, report: Report) -> SyntheticSet:
+        images, labels = classic_expand(split, self.params.expansion_ratio, context.seed)
         return SyntheticSet(images, labels)

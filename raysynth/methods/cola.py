@@ -9,19 +9,24 @@ sample's label is its cluster's majority class among the training images (purity
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import numpy as np
-import torch
-import torch.nn.functional as F
 from pydantic import Field
-from scipy.optimize import linear_sum_assignment
-from torch import nn
 
-from raysynth.methods.base import Budget, Intent, Method, Report, SyntheticSet, register_method, seeded_generator
-from raysynth.methods.scola import GloParams, decode, fit_glo
-from raysynth.nets.classifiers import build_classifier
-from raysynth.nets.glo import fit_content_gaussians, sample_content
+from raysynth.methods.base import (
+    FitContext,
+    Intent,
+    Method,
+    Report,
+    SyntheticSet,
+    register_method,
+    seeded_generator,
+)
+from raysynth.methods.scola import decode, fit_glo
+from raysynth.nets.settings import GloParams
+
+if TYPE_CHECKING:  # annotations only: the module loads without torch (raysynth validate stays fast)
+    import torch
 
 
 class ColaParams(GloParams):
@@ -36,6 +41,9 @@ class ColaParams(GloParams):
 
 def hungarian_assignment(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """The permutation p maximizing sum_i <outputs_i, targets_p(i)> (scipy's linear_sum_assignment)."""
+    import torch
+    from scipy.optimize import linear_sum_assignment
+
     cost = -(outputs.detach() @ targets.T).cpu().numpy()
     rows, columns = linear_sum_assignment(cost)
     permutation = torch.empty(len(rows), dtype=torch.long)
@@ -45,31 +53,26 @@ def hungarian_assignment(outputs: torch.Tensor, targets: torch.Tensor) -> torch.
 
 def mixture_targets(count: int, clusters: int, std: float, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """``count`` unit targets from a K-component mixture with centres e_k, and their components."""
+    import torch
+    import torch.nn.functional as F
+
     components = torch.randint(clusters, (count,), generator=generator)
     centres = F.one_hot(components, clusters).float()
     return F.normalize(centres + std * torch.randn(count, clusters, generator=generator), dim=1), components
 
 
-class Encoder(nn.Module):
-    def __init__(self, kind: str, channels: int, clusters: int, image_size: int):
-        super().__init__()
-        self.trunk = build_classifier(kind, channels=channels, num_classes=clusters, image_size=image_size)
-        self.rotation = nn.Linear(self.trunk.feature_dim, 4)
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.trunk(images), dim=1)
-
-    def rotations(self, images: torch.Tensor) -> torch.Tensor:
-        return self.rotation(self.trunk.embed(images))
-
-
-def cluster_images(params: ColaParams, images: torch.Tensor, clusters: int, budget: Budget, report: Report):
+def cluster_images(params: ColaParams, images: torch.Tensor, clusters: int, context: FitContext, report: Report):
     """Step I: targets (unit, N x K) and their components after training the encoder."""
-    device, generator = budget.device, seeded_generator(budget, 31)
+    import torch
+    import torch.nn.functional as F
+
+    from raysynth.nets.classifiers import ClusterEncoder
+
+    device, generator = context.device, seeded_generator(context, 31)
     targets, components = mixture_targets(len(images), clusters, params.target_std, generator)
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(budget.seed)
-        encoder = Encoder(params.encoder, images.shape[1], clusters, images.shape[-1]).to(device)
+        torch.manual_seed(context.seed)
+        encoder = ClusterEncoder(params.encoder, images.shape[1], clusters, images.shape[-1]).to(device)
     optimizer = torch.optim.SGD(encoder.parameters(), lr=params.encoder_lr, momentum=0.9, weight_decay=5e-4)
     for epoch in range(1, params.encoder_epochs + 1):
         order, total = torch.randperm(len(images), generator=generator), 0.0
@@ -95,6 +98,8 @@ def cluster_images(params: ColaParams, images: torch.Tensor, clusters: int, budg
 
 def majority_mapping(components: torch.Tensor, labels: torch.Tensor, clusters: int, classes: int) -> tuple[list[int], float]:
     """Each cluster's majority class among its training images, and the purity of that mapping."""
+    import torch
+
     counts = torch.zeros(clusters, classes)
     counts.index_put_((components, labels), torch.ones(len(labels)), accumulate=True)
     return counts.argmax(1).tolist(), float(counts.max(1).values.sum() / max(1, len(labels)))
@@ -107,17 +112,24 @@ class COLA(Method):
     uses_remainder = True  # unsupervised, on the whole training set; labels only map clusters to classes
     labels_given = False  # two clusters may map to one class, leaving a class without samples
     smoke_params = {"encoder": "convnet", "encoder_epochs": 2}  # the default encoder trains for minutes
+    epoch_counts = "GLO epochs over the clustered images (codes and generator)"
 
-    def fit(self, split, budget: Budget, report: Report) -> SyntheticSet:
+    def fit(self, split, context: FitContext, report: Report) -> SyntheticSet:
+        import numpy as np
+        import torch
+        import torch.nn.functional as F
+
+        from raysynth.nets.glo import fit_content_gaussians, sample_content
+
         params, dataset = self.params, split.dataset
         clusters = split.num_classes
-        chosen = torch.randperm(len(dataset.train_labels), generator=seeded_generator(budget, 30))[: params.images]
+        chosen = torch.randperm(len(dataset.train_labels), generator=seeded_generator(context, 30))[: params.images]
         images, labels = dataset.normalize(dataset.train_images[chosen]), dataset.train_labels[chosen]
-        targets, components = cluster_images(params, images, clusters, budget, report)
-        model, content = fit_glo(params, split, budget, report, images, targets, seed_offset=1)
+        targets, components = cluster_images(params, images, clusters, context, report)
+        model, content = fit_glo(params, split, context, report, images, targets, seed_offset=1)
         mapping, purity = majority_mapping(components, labels, clusters, split.num_classes)
         gaussians = fit_content_gaussians(content, components, clusters, params.sampling.cov)
-        rng = np.random.default_rng(budget.seed * 7919 + 31)
+        rng = np.random.default_rng(context.seed * 7919 + 31)
         codes, new_labels = [], []
         for k, gaussian in enumerate(gaussians):
             if gaussian is None:
@@ -126,5 +138,5 @@ class COLA(Method):
             codes.append(torch.cat([centre.expand(params.samples_per_class, -1),
                                     sample_content(gaussian, params.samples_per_class, rng)], dim=1))
             new_labels.append(torch.full((params.samples_per_class,), mapping[k]))
-        return SyntheticSet(decode(model, torch.cat(codes), dataset, budget.device), torch.cat(new_labels),
+        return SyntheticSet(decode(model, torch.cat(codes), dataset, context.device), torch.cat(new_labels),
                             {"cluster_purity": purity, "clusters_used": float(len(codes))})

@@ -1,12 +1,13 @@
 """Baseline `dcgan`: the same generator and discriminator trunk as `eieg`, with the standard
-non-saturating GAN loss (the discriminator's head is one logit), on the same budget of G steps."""
+non-saturating GAN loss (the discriminator's head is one logit), on the same context of G steps."""
 
 from __future__ import annotations
 
 from pydantic import Field
 
 from raysynth.methods.base import register_method
-from raysynth.methods.eieg import GanParams, ImageGan
+from raysynth.methods.eieg import ImageGan
+from raysynth.nets.settings import GanParams
 
 
 class DcganParams(GanParams):

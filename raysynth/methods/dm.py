@@ -8,13 +8,24 @@ embeddings is minimized (SGD on the pixels, momentum 0.5).
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
+
 from pydantic import Field
 
-from raysynth.evaluation.augment import dsa_augment, policy_for
-from raysynth.methods.base import (Budget, CondensationParams, Intent, Method, Report, SyntheticSet, register_method,
-                                   report_due, seeded_generator)
-from raysynth.nets.classifiers import build_classifier
+from raysynth.methods.base import (
+    CondensationParams,
+    FitContext,
+    Intent,
+    Method,
+    Report,
+    SyntheticSet,
+    register_method,
+    report_due,
+    seeded_generator,
+)
+
+if TYPE_CHECKING:  # annotations only: the module loads without torch (raysynth validate stays fast)
+    import torch
 
 
 class DmParams(CondensationParams):
@@ -29,6 +40,10 @@ def distribution_matching_loss(embed, real: list[torch.Tensor], synthetic: list[
                                generator: torch.Generator | None, policy: tuple[str, ...]) -> torch.Tensor:
     """sum over classes of ||mean embed(real_c) - mean embed(synthetic_c)||^2, both through one
     augmentation draw per class (siamese: the generator state is replayed)."""
+    import torch
+
+    from raysynth.evaluation.augment import dsa_augment
+
     loss = torch.zeros((), device=synthetic[0].device)
     for real_c, synthetic_c in zip(real, synthetic):
         if generator is not None:
@@ -45,11 +60,17 @@ class DistributionMatching(Method):
     Params = DmParams
     intent = Intent.CONDENSATION
     uses_remainder = True  # condenses the whole labelled training set
+    epoch_counts = "synthetic-set updates, each on one real batch per class (params.iterations overrides)"
 
-    def fit(self, split, budget: Budget, report: Report) -> SyntheticSet:
-        params, device, dataset = self.params, budget.device, split.dataset
+    def fit(self, split, context: FitContext, report: Report) -> SyntheticSet:
+        import torch
+
+        from raysynth.evaluation.augment import policy_for
+        from raysynth.nets.classifiers import build_classifier
+
+        params, device, dataset = self.params, context.device, split.dataset
         per_class = params.per_class(split)
-        generator = seeded_generator(budget, 9)
+        generator = seeded_generator(context, 9)
         all_images = dataset.normalize(dataset.train_images)
         by_class = [torch.nonzero(dataset.train_labels == c).flatten() for c in range(split.num_classes)]
         start_images, labels = split.random_subset(per_class, seed_offset=2)  # DM initializes from real samples
@@ -58,14 +79,14 @@ class DistributionMatching(Method):
         policy = policy_for(dataset.name) if params.augment else ()
         class_masks = [labels.to(device) == c for c in range(split.num_classes)]
         start = 1
-        saved = budget.checkpoint.load() if budget.checkpoint else None
+        saved = context.checkpoint.load() if context.checkpoint else None
         if saved is not None:
             with torch.no_grad():
                 synthetic.copy_(saved["images"])
             optimizer.load_state_dict(saved["optimizer"])
             generator.set_state(saved["generator"])
             start = saved["iteration"] + 1
-        iterations = params.iterations or budget.epochs
+        iterations = params.iterations or context.epochs
         for iteration in range(start, iterations + 1):
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(int(torch.randint(2**31 - 1, (1,), generator=generator)))
@@ -82,8 +103,8 @@ class DistributionMatching(Method):
             optimizer.step()
             if report_due(iteration, iterations):
                 report(iteration, loss=loss.item())
-            if budget.checkpoint is not None:
-                budget.checkpoint.save(lambda iteration=iteration: {
+            if context.checkpoint is not None:
+                context.checkpoint.save(lambda iteration=iteration: {
                     "images": synthetic.detach().cpu(), "optimizer": optimizer.state_dict(),
                     "generator": generator.get_state(), "iteration": iteration})
         return SyntheticSet(synthetic.detach().cpu(), labels.clone())

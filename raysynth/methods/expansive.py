@@ -10,52 +10,37 @@ on X concatenated with X') + a2 L_W(Y, Y') per class + a3 L_cov(Y'). docs/method
 
 from __future__ import annotations
 
-from typing import Iterator
+from typing import TYPE_CHECKING
 
-
-import torch
-import torch.nn.functional as F
 from pydantic import Field, ValidationInfo, field_validator
-from torch import nn
 
 from raysynth.errors import RaysynthError, SpecError
-from raysynth.methods.base import (Budget, Intent, Method, Params, Report, SyntheticSet, register_method, report_due,
-                                   seeded_generator)
+from raysynth.methods.base import (
+    FitContext,
+    Intent,
+    Method,
+    Params,
+    Report,
+    SyntheticSet,
+    register_method,
+    report_due,
+    seeded_generator,
+)
 from raysynth.methods.classic_augmentation import classic_reference
-from raysynth.nets.attention import MULTI_HEAD, LatentAttention, Variant
-from raysynth.nets.autoencoder import Depth, FilmMode, KoopmanAutoencoder, pretrained_autoencoder, reconstruction_loss
-from raysynth.nets.classifiers import build_classifier
-from raysynth.nets.expander import ClassGraphs, attention_crop, propagate, similarity_graph, spectral_gap
-from raysynth.nets.losses import OtKind, covariance_loss, per_class_wasserstein
+from raysynth.nets.settings import (
+    AttentionParams,
+    AutoencoderParams,
+    ExpanderParams,
+    LossParams,
+    check_heads,
+    check_patch,
+)
 
+if TYPE_CHECKING:  # annotations only: the module loads without torch (raysynth validate stays fast)
+    import torch
 
-class AutoencoderParams(Params):
-    depth: Depth = Field("medium", description="shallow / medium / deep = 5 / 7 / 9 conv layers")
-    latent_channels: int = Field(32, ge=2, le=512, description="channels C of the latent map (the feature dimension)")
-    width: int = Field(64, ge=8, le=512, description="channels of the hidden convolutions")
-    variational: bool = Field(False, description="a log-variance head and the KL term of L_re")
-    kl_weight: float = Field(1e-3, ge=0, le=1e6, description="weight of the KL term (per pixel) when variational")
-    film: FilmMode = Field("weight", description="fine-tuning shift: `weight` conv(x; gW+b) or `output` g conv(x; W)+b (Eq. 1's two sides)")
-
-
-class AttentionParams(Params):
-    variant: Variant = Field("mhsa_egm", description="none, rowwise, spatial, spatial_skip, mhsa, mhsa_egm")
-    heads: int = Field(4, ge=1, le=64, description="heads L of the multi-head variants")
-    patch: int = Field(2, ge=1, le=100, description="patch size P on the latent map (a divisor of its side)")
-
-
-class ExpanderParams(Params):
-    degree: int = Field(2, ge=1, le=100, description="edges per head-vertex at most (capped at heads - 1)")
-    keep: float = Field(0.5, gt=0, le=1, description="fraction of each head map's activations kept by attention cropping")
-    spectral_weight: float = Field(0.1, ge=0, le=1e6, description="weight of the spectrum-matching term against the similarity graph")
-
-
-class LossParams(Params):
-    alpha_re: float = Field(1.0, ge=0, le=1e6, description="a0: reconstruction (+ KL)")
-    alpha_ce: float = Field(0.1, ge=0, le=1e6, description="a1: cross-entropy of the classifier on X + X'")
-    alpha_w: float = Field(1.0, ge=0, le=1e6, description="a2: per-class Wasserstein distance between Y and Y'")
-    alpha_cov: float = Field(0.01, ge=0, le=1e6, description="a3: ||Cov(Y') - I||_F^2")
-    ot: OtKind = Field("exact", description="OT solver: exact (ot.emd2), sinkhorn, sliced")
+    from raysynth.nets.autoencoder import KoopmanAutoencoder
+    from raysynth.nets.expander import Expander
 
 
 class ExpansiveParams(Params):
@@ -91,83 +76,8 @@ class ExpansiveParams(Params):
         yield from check_patch(self.attention, data)
 
 
-def check_patch(attention: AttentionParams, data) -> Iterator[tuple[str, str]]:
-    """The attention's patch must divide the latent map, whose side depends on the dataset's image size."""
-    from raysynth.nets.autoencoder import latent_map_size
-
-    side = latent_map_size(data.image_size)
-    if attention.variant != "none" and side % attention.patch:
-        divisors = [d for d in range(1, side + 1) if side % d == 0]
-        yield ("attention.patch", f"patch {attention.patch} does not divide the {side} x {side} latent map of "
-               f"`{data.name}` ({data.image_size} px images); use one of {divisors}")
-
-
-def check_heads(attention: AttentionParams, info: ValidationInfo) -> AttentionParams:
-    """Field validator of `attention` beside an `ae` field: the heads must divide the attention width."""
-    autoencoder = info.data.get("ae") or AutoencoderParams()
-    if attention.variant in MULTI_HEAD:
-        width = autoencoder.latent_channels * attention.patch ** 2
-        if width % attention.heads:
-            raise ValueError(f"heads={attention.heads} must divide ae.latent_channels x patch^2 = {width}")
-        if attention.variant == "mhsa_egm" and attention.heads < 2:
-            raise ValueError("variant mhsa_egm needs heads >= 2 (the expander graph lives on the heads)")
-    return attention
-
-
-def sample_pairs(count: int, members: int, generator: torch.Generator, shape: tuple[int, ...] = ()) -> tuple:
-    """``count`` (x ``shape``) random pairs (a, b) of ``members`` indices and mixing weights in [0, 1)."""
-    size = (count, *shape)
-    first = torch.randint(members, size, generator=generator)
-    second = torch.randint(members, size, generator=generator)
-    return first, second, torch.rand(size, generator=generator)
-
-
-class Expander(nn.Module):
-    """The trainable parts that turn a class's latents into new ones: attention, and the class graphs."""
-
-    def __init__(self, params: ExpansiveParams, num_classes: int, latent_size: int):
-        super().__init__()
-        attention, egm = params.attention, params.egm
-        self.params = params
-        self.attention = LatentAttention(attention.variant, params.ae.latent_channels, latent_size, attention.patch,
-                                         attention.heads)
-        self.uses_graph = attention.variant == "mhsa_egm"
-        self.graphs = ClassGraphs(num_classes, attention.heads, egm.degree, egm.spectral_weight) if self.uses_graph else None
-
-    def new_latents(self, latents: torch.Tensor, cls: int, count: int, generator: torch.Generator,
-                    codeword: bool = False) -> torch.Tensor:
-        """``count`` new latents of class ``cls`` from its ``latents`` (``n_c x C x h x w``)."""
-        members = len(latents)
-        first, second, weight = sample_pairs(count, members, generator)
-        weight = weight.to(latents.device).view(-1, 1, 1, 1)
-        if self.params.interpolate:
-            base = weight * latents[first] + (1 - weight) * latents[second]
-        else:
-            base = latents[first]
-        if not self.uses_graph:
-            return self.attention(base)
-        # EGM (Eq. 2-3): head j's cropped features come from its own interpolated pair of samples,
-        # are propagated one step over the class graph, and projected back to the latent channels
-        heads = self.attention.head_outputs(latents)  # n_c x L x T x d
-        vertices = heads.shape[1]
-        first, second, weight = sample_pairs(count, members, generator, (vertices,))
-        head_index = torch.arange(vertices).expand(count, vertices)
-        weight = weight.to(latents.device)[..., None, None]
-        mixed = weight * heads[first, head_index] + (1 - weight) * heads[second, head_index]
-        cropped = attention_crop(mixed, self.params.egm.keep)
-        graph = self.graphs.codeword(cls) if codeword else self.graphs.adjacency(cls)
-        return base + self.attention.from_heads(propagate(graph, cropped), base)
-
-    def graph_objective(self, latents: torch.Tensor, cls: int) -> torch.Tensor:
-        """The objective the class graph maximizes (its own loss; the graph also keeps its best)."""
-        with torch.no_grad():
-            similarity = similarity_graph(self.attention.head_outputs(latents))
-        objective = self.graphs.objective(cls, similarity)
-        self.graphs.remember(cls, objective.item())
-        return objective
-
-
 def _channels_as(images: torch.Tensor, channels: int) -> torch.Tensor:
+
     if images.shape[1] == channels:
         return images
     if channels == 1:
@@ -180,26 +90,31 @@ class ExpansiveSynthesis(Method):
     Params = ExpansiveParams
     intent = Intent.GENERATION  # Table 3's "synth" classifier: trained on X' alone; baseline: X
     uses_remainder = True  # unlabelled, for pretraining only
+    epoch_counts = "fine-tuning epochs: one pass of the few-shot set with params.synth_per_class new latents per class"
 
     @classmethod
     def equal_steps_control(cls) -> bool:
         return True  # X' is expansion_ratio times the few-shot set: compare with X repeated to that size
 
     def references(self, split, seed: int) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+
         return classic_reference(split, self.params.expansion_ratio, seed)
 
     # -- pretraining -------------------------------------------------------------------------------
-    def _pretraining_images(self, split, budget: Budget) -> tuple[torch.Tensor, dict]:
+    def _pretraining_images(self, split, context: FitContext) -> tuple[torch.Tensor, dict]:
+        import torch
+        import torch.nn.functional as F
+
         params, dataset = self.params, split.dataset
-        generator = seeded_generator(budget, 11)
+        generator = seeded_generator(context, 11)
         if params.pretrain == "remainder":
             images = split.remainder[0]  # the labels are never read
             identity = {"source": "remainder", "dataset": dataset.name, "split_seed": split.seed,
                         "images_per_class": split.images_per_class}
         else:
-            if budget.load_dataset is None:
+            if context.load_dataset is None:
                 raise RaysynthError(f"params.pretrain={params.pretrain} needs a dataset loader; run it through raysynth")
-            other = budget.load_dataset(params.pretrain)
+            other = context.load_dataset(params.pretrain)
             unit = other.train_images.float() / 255
             unit = F.interpolate(unit, size=dataset.image_size, mode="bilinear", antialias=True, align_corners=False) \
                 if other.image_size != dataset.image_size else unit
@@ -208,17 +123,28 @@ class ExpansiveSynthesis(Method):
         chosen = torch.randperm(len(images), generator=generator)[: params.pretrain_images]
         return images[chosen], identity
 
-    def _pretrained(self, split, budget: Budget, report: Report, build) -> KoopmanAutoencoder:
+    def _pretrained(self, split, context: FitContext, report: Report, build) -> KoopmanAutoencoder:
+        from raysynth.nets.autoencoder import pretrained_autoencoder
+
         params = self.params
-        images, identity = self._pretraining_images(split, budget)
+        images, identity = self._pretraining_images(split, context)
         return pretrained_autoencoder(build, images, settings={**identity, "ae": params.ae.model_dump()},
-                                      epochs=params.pretrain_epochs, kl_weight=params.ae.kl_weight, device=budget.device,
-                                      seed=budget.seed, cache_dir=budget.cache_dir,
+                                      epochs=params.pretrain_epochs, kl_weight=params.ae.kl_weight, device=context.device,
+                                      seed=context.seed, cache_dir=context.cache_dir,
                                       on_epoch=lambda epoch, loss: report(epoch, pretrain_re=loss))
 
     # -- fine-tuning and expansion ------------------------------------------------------------------
-    def fit(self, split, budget: Budget, report: Report) -> SyntheticSet:
-        params, device = self.params, budget.device
+    def fit(self, split, context: FitContext, report: Report) -> SyntheticSet:
+        import torch
+        import torch.nn.functional as F
+        from torch import nn
+
+        from raysynth.nets.autoencoder import KoopmanAutoencoder, reconstruction_loss
+        from raysynth.nets.classifiers import build_classifier
+        from raysynth.nets.expander import Expander
+        from raysynth.nets.losses import covariance_loss, per_class_wasserstein
+
+        params, device = self.params, context.device
         images, labels = (t.to(device) for t in split.fewshot)
         num_classes = split.num_classes
 
@@ -227,11 +153,11 @@ class ExpansiveSynthesis(Method):
                                       params.ae.variational, params.ae.width, params.ae.film)
 
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(budget.seed)  # module initialization draws from the global generator
+            torch.manual_seed(context.seed)  # module initialization draws from the global generator
             if params.pretrain == "none":
                 autoencoder = build()  # no larger set: every weight is trained on X
             else:
-                autoencoder = self._pretrained(split, budget, report, build)
+                autoencoder = self._pretrained(split, context, report, build)
                 autoencoder.freeze_for_finetuning()
             latent_size = autoencoder.latent_size
             if latent_size % params.attention.patch:
@@ -246,10 +172,10 @@ class ExpansiveSynthesis(Method):
         trainable = [p for p in modules.parameters() if p.requires_grad and id(p) not in graph_ids]
         optimizer = torch.optim.Adam(trainable, lr=params.lr)
         graph_optimizer = torch.optim.Adam(graph_parameters, lr=params.lr * 10) if graph_parameters else None
-        generator = seeded_generator(budget, 1)
+        generator = seeded_generator(context, 1)
 
         start = 1
-        saved = budget.checkpoint.load() if budget.checkpoint else None
+        saved = context.checkpoint.load() if context.checkpoint else None
         if saved is not None:
             modules.load_state_dict(saved["modules"])
             optimizer.load_state_dict(saved["optimizer"])
@@ -260,7 +186,7 @@ class ExpansiveSynthesis(Method):
 
         classes = [torch.nonzero(labels == c).flatten() for c in range(num_classes)]
         loss = params.loss
-        for epoch in range(start, budget.epochs + 1):
+        for epoch in range(start, context.epochs + 1):
             modules.train()
             reconstruction, latents = reconstruction_loss(autoencoder, images, params.ae.kl_weight, generator)
             new, new_labels = [], []
@@ -289,34 +215,38 @@ class ExpansiveSynthesis(Method):
                 (-objective).backward()
                 graph_optimizer.step()
                 metrics["graph_objective"] = objective.item() / num_classes
-            if report_due(epoch, budget.epochs, 100):
+            if report_due(epoch, context.epochs, 100):
                 report(epoch, **metrics)
-            if budget.checkpoint is not None:
-                budget.checkpoint.save(lambda epoch=epoch: {
+            if context.checkpoint is not None:
+                context.checkpoint.save(lambda epoch=epoch: {
                     "epoch": epoch, "modules": modules.state_dict(), "optimizer": optimizer.state_dict(),
                     "graph_optimizer": graph_optimizer.state_dict() if graph_optimizer else None,
                     "generator": generator.get_state()})
         return self._expand(split, autoencoder, expander, generator, device)
 
-    @torch.no_grad()
     def _expand(self, split, autoencoder: KoopmanAutoencoder, expander: Expander, generator: torch.Generator,
                 device: torch.device) -> SyntheticSet:
         """X' = phi^-1(Y'): ``expansion_ratio`` new images per few-shot image, class by class."""
-        autoencoder.eval()
-        expander.eval()
-        images, labels = (t.to(device) for t in split.fewshot)
-        latents = autoencoder.encode(images)
-        out_images, out_labels = [], []
-        for cls in range(split.num_classes):
-            members = torch.nonzero(labels == cls).flatten()
-            count = self.params.expansion_ratio * len(members)
-            for start in range(0, count, 256):
-                chunk = min(256, count - start)
-                new = expander.new_latents(latents[members], cls, chunk, generator, codeword=True)
-                out_images.append(autoencoder.decode(new).cpu())
-                out_labels.append(torch.full((chunk,), cls))
-        info = {}
-        if expander.graphs is not None:
-            codewords = torch.stack([expander.graphs.codeword(c) for c in range(split.num_classes)])
-            info["egm_spectral_gap"] = float(spectral_gap(codewords).mean())
-        return SyntheticSet(torch.cat(out_images), torch.cat(out_labels), info)
+        import torch
+
+        from raysynth.nets.expander import spectral_gap
+
+        with torch.no_grad():
+            autoencoder.eval()
+            expander.eval()
+            images, labels = (t.to(device) for t in split.fewshot)
+            latents = autoencoder.encode(images)
+            out_images, out_labels = [], []
+            for cls in range(split.num_classes):
+                members = torch.nonzero(labels == cls).flatten()
+                count = self.params.expansion_ratio * len(members)
+                for start in range(0, count, 256):
+                    chunk = min(256, count - start)
+                    new = expander.new_latents(latents[members], cls, chunk, generator, codeword=True)
+                    out_images.append(autoencoder.decode(new).cpu())
+                    out_labels.append(torch.full((chunk,), cls))
+            info = {}
+            if expander.graphs is not None:
+                codewords = torch.stack([expander.graphs.codeword(c) for c in range(split.num_classes)])
+                info["egm_spectral_gap"] = float(spectral_gap(codewords).mean())
+            return SyntheticSet(torch.cat(out_images), torch.cat(out_labels), info)

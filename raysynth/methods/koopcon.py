@@ -9,18 +9,32 @@ a0 L_re + a1 L_ce (classifier on X + X') + a2 W(Y, Y') per class + a3 ||Cov(Y') 
 
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
-from pydantic import Field, field_validator
-from torch import nn
+from typing import TYPE_CHECKING
 
-from raysynth.methods.base import (Budget, CondensationParams, Intent, Method, Report, SyntheticSet, register_method,
-                                   report_due, seeded_generator)
-from raysynth.methods.expansive import AttentionParams, AutoencoderParams, LossParams, check_heads, check_patch
-from raysynth.nets.attention import LatentAttention
-from raysynth.nets.autoencoder import KoopmanAutoencoder, pretrained_autoencoder, reconstruction_loss
-from raysynth.nets.classifiers import build_classifier
-from raysynth.nets.losses import covariance_loss, per_class_wasserstein
+from pydantic import Field, field_validator
+
+from raysynth.methods.base import (
+    CondensationParams,
+    FitContext,
+    Intent,
+    Method,
+    Report,
+    SyntheticSet,
+    register_method,
+    report_due,
+    seeded_generator,
+)
+from raysynth.nets.settings import (
+    AttentionParams,
+    AutoencoderParams,
+    LossParams,
+    check_heads,
+    check_patch,
+)
+
+if TYPE_CHECKING:  # annotations only: the module loads without torch (raysynth validate stays fast)
+    import torch
+    from torch import nn
 
 
 class KoopconParams(CondensationParams):
@@ -41,43 +55,32 @@ class KoopconParams(CondensationParams):
         yield from check_patch(self.attention, data)
 
 
-class KoopmanOperator(nn.Module):
-    """T: a learned linear map of the flattened latent (no bias, so it is linear, not affine), initialized to I."""
-
-    def __init__(self, dimension: int):
-        super().__init__()
-        self.weight = nn.Parameter(torch.eye(dimension))
-
-    def forward(self, latents: torch.Tensor) -> torch.Tensor:
-        return (latents.flatten(1) @ self.weight.T).view_as(latents)
-
-
-class AttentionPooling(nn.Module):
-    """IPC learned queries per class attend over a class's latents: each condensed latent is a
-    softmax-weighted combination of them (how n_c latents become IPC, which the paper leaves implicit)."""
-
-    def __init__(self, num_classes: int, per_class: int, dimension: int, key_dim: int):
-        super().__init__()
-        self.queries = nn.Parameter(torch.randn(num_classes, per_class, key_dim) / key_dim ** 0.5)
-        self.keys = nn.Linear(dimension, key_dim)
-
-    def forward(self, latents: torch.Tensor, cls: int) -> torch.Tensor:
-        flat = latents.flatten(1)
-        weights = F.softmax(self.queries[cls] @ self.keys(flat).T / self.keys.out_features ** 0.5, dim=-1)
-        return (weights @ flat).view(-1, *latents.shape[1:])
-
-
 @register_method("koopcon")
 class Koopcon(Method):
     Params = KoopconParams
     intent = Intent.CONDENSATION
     uses_remainder = True  # condenses the whole labelled training set
+    epoch_counts = "condensation steps, each on params.batch_per_class real images per class"
 
-    def fit(self, split, budget: Budget, report: Report) -> SyntheticSet:
-        params, device, dataset = self.params, budget.device, split.dataset
+    def fit(self, split, context: FitContext, report: Report) -> SyntheticSet:
+        import torch
+        import torch.nn.functional as F
+        from torch import nn
+
+        from raysynth.nets.attention import LatentAttention
+        from raysynth.nets.autoencoder import (
+            KoopmanAutoencoder,
+            pretrained_autoencoder,
+            reconstruction_loss,
+        )
+        from raysynth.nets.classifiers import build_classifier
+        from raysynth.nets.koopman import AttentionPooling, KoopmanOperator
+        from raysynth.nets.losses import covariance_loss, per_class_wasserstein
+
+        params, device, dataset = self.params, context.device, split.dataset
         per_class = params.per_class(split)
         num_classes = split.num_classes
-        generator = seeded_generator(budget, 4)
+        generator = seeded_generator(context, 4)
         all_images = dataset.normalize(dataset.train_images)
 
         def build() -> KoopmanAutoencoder:
@@ -87,11 +90,11 @@ class Koopcon(Method):
 
         subset = torch.randperm(len(all_images), generator=generator)[: params.ae_images]
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(budget.seed)
+            torch.manual_seed(context.seed)
             autoencoder = pretrained_autoencoder(build, all_images[subset], settings={"dataset": dataset.name, "ae": params.ae.model_dump(),
                                                  "whole_training_set": True}, epochs=params.ae_epochs,
-                                                 kl_weight=params.ae.kl_weight, device=device, seed=budget.seed,
-                                                 cache_dir=budget.cache_dir, on_epoch=lambda e, loss: report(e, ae_re=loss))
+                                                 kl_weight=params.ae.kl_weight, device=device, seed=context.seed,
+                                                 cache_dir=context.cache_dir, on_epoch=lambda e, loss: report(e, ae_re=loss))
             size = autoencoder.latent_size
             attention = LatentAttention(params.attention.variant, params.ae.latent_channels, size, params.attention.patch,
                                         params.attention.heads)
@@ -106,14 +109,14 @@ class Koopcon(Method):
         by_class = [torch.nonzero(dataset.train_labels == c).flatten() for c in range(num_classes)]
         new_labels = torch.arange(num_classes).repeat_interleave(per_class).to(device)
         start = 1
-        saved = budget.checkpoint.load() if budget.checkpoint else None
+        saved = context.checkpoint.load() if context.checkpoint else None
         if saved is not None:
             modules.load_state_dict(saved["modules"])
             optimizer.load_state_dict(saved["optimizer"])
             generator.set_state(saved["generator"])
             start = saved["epoch"] + 1
         loss = params.loss
-        for epoch in range(start, budget.epochs + 1):
+        for epoch in range(start, context.epochs + 1):
             batch = torch.cat([members[torch.randint(len(members), (params.batch_per_class,), generator=generator)]
                                for members in by_class])
             images, labels = all_images[batch].to(device), dataset.train_labels[batch].to(device)
@@ -129,11 +132,11 @@ class Koopcon(Method):
             optimizer.zero_grad(set_to_none=True)
             total.backward()
             optimizer.step()
-            if report_due(epoch, budget.epochs, 100):
+            if report_due(epoch, context.epochs, 100):
                 report(epoch, loss=total.item(), re=reconstruction.item(), ce=cross_entropy.item(), w=wasserstein.item(),
                        cov=covariance.item())
-            if budget.checkpoint is not None:
-                budget.checkpoint.save(lambda epoch=epoch: {"epoch": epoch, "modules": modules.state_dict(),
+            if context.checkpoint is not None:
+                context.checkpoint.save(lambda epoch=epoch: {"epoch": epoch, "modules": modules.state_dict(),
                                                             "optimizer": optimizer.state_dict(), "generator": generator.get_state()})
         with torch.no_grad():
             modules.eval()
@@ -146,6 +149,8 @@ class Koopcon(Method):
     @staticmethod
     def condense(modules: nn.ModuleDict, latents: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
         """Y' = T(pool_c(SA(Y_c))) for every class, class by class (IPC latents each)."""
+        import torch
+
         attended = modules["attention"](latents)
         pooled = torch.cat([modules["pooling"](attended[labels == c], c) for c in range(num_classes)])
         return modules["operator"](pooled)

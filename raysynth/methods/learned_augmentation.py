@@ -9,18 +9,26 @@ transformations sampled from it (exp map). docs/methods.md has every reading.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import numpy as np
-import torch
 from pydantic import Field
 
-from raysynth.methods.base import (Budget, Intent, Method, Params, Report, SyntheticSet, register_method, report_due,
-                                   seeded_generator)
+from raysynth.methods.base import (
+    FitContext,
+    Intent,
+    Method,
+    Params,
+    Report,
+    SyntheticSet,
+    register_method,
+    report_due,
+    seeded_generator,
+)
 from raysynth.methods.classic_augmentation import classic_reference
-from raysynth.nets.gaussian import Gaussian
-from raysynth.nets.spatial import (affine_exp, affine_identity, affine_log, affine_warp, displacement_warp,
-                                   integrate_velocity)
+
+if TYPE_CHECKING:  # annotations only: the module loads without torch (raysynth validate stays fast)
+    import numpy as np
+    import torch
 
 
 class FitParams(Params):
@@ -46,6 +54,8 @@ class LearnedAugmentationParams(Params):
 
 def ordered_pairs(members: torch.Tensor, max_pairs: int, generator: torch.Generator) -> torch.Tensor:
     """``P x 2`` ordered pairs (m, n), m != n, of ``members``; a seeded sample of ``max_pairs`` when more."""
+    import torch
+
     count = len(members)
     first, second = torch.meshgrid(torch.arange(count), torch.arange(count), indexing="ij")
     mask = first != second
@@ -62,23 +72,41 @@ class TransformFamily:
         self.params, self.image_size = params, image_size
 
     def initial(self, count: int, device) -> torch.Tensor:
+        import torch
+
+        from raysynth.nets.spatial import affine_identity
+
         if self.params.transform == "affine":
             return affine_identity(count, device)
         return torch.zeros(count, 2, self.params.grid, self.params.grid, device=device)
 
     def warp(self, images: torch.Tensor, parameters: torch.Tensor) -> torch.Tensor:
+        from raysynth.nets.spatial import (
+            affine_warp,
+            displacement_warp,
+            integrate_velocity,
+        )
+
         if self.params.transform == "affine":
             return affine_warp(images, parameters)
         return displacement_warp(images, integrate_velocity(parameters, self.image_size, self.params.squarings))
 
     def log(self, parameters: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         """Tangent vectors of the fits that have one, and the mask of those."""
+        import numpy as np
+
+        from raysynth.nets.spatial import affine_log
+
         if self.params.transform == "affine":
             return affine_log(parameters)
         vectors = parameters.detach().double().cpu().flatten(1).numpy()  # the velocity field is the tangent vector
         return vectors, np.ones(len(vectors), dtype=bool)
 
     def exp(self, vectors: np.ndarray) -> torch.Tensor:
+        import torch
+
+        from raysynth.nets.spatial import affine_exp
+
         if self.params.transform == "affine":
             return affine_exp(vectors)
         return torch.from_numpy(vectors).float().view(-1, 2, self.params.grid, self.params.grid)
@@ -88,6 +116,8 @@ def fit_pairs(family: TransformFamily, sources: torch.Tensor, targets: torch.Ten
               report: Report | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Fits all pairs at once: one parameter tensor, one Adam, loss summed over pairs (so each pair's
     gradient is its own). Returns (parameters, final per-pair mean squared error)."""
+    import torch
+
     parameters = family.initial(len(sources), sources.device).requires_grad_()
     optimizer = torch.optim.Adam([parameters], lr=fit.lr)
     for step in range(1, fit.steps + 1):
@@ -105,6 +135,8 @@ def fit_pairs(family: TransformFamily, sources: torch.Tensor, targets: torch.Ten
 def sample_tangents(vectors: np.ndarray, stats: StatsParams, count: int, rng: np.random.Generator) -> np.ndarray:
     """``count`` draws from N(0 or mean, Sigma_y) fitted to one class's tangent vectors, their spread
     around the centre scaled by ``stats.scale``."""
+    from raysynth.nets.gaussian import Gaussian
+
     gaussian = Gaussian.fit(vectors, center=stats.center, ridge=stats.ridge)
     return gaussian.mean + stats.scale * (gaussian.sample(count, rng) - gaussian.mean)
 
@@ -113,18 +145,23 @@ def sample_tangents(vectors: np.ndarray, stats: StatsParams, count: int, rng: np
 class LearnedAugmentation(Method):
     Params = LearnedAugmentationParams
     intent = Intent.EXPANSION  # accuracy: the few-shot set plus the generated images
+    epoch_counts = "nothing: the pair fits run params.fit.steps steps"
 
     def references(self, split, seed: int) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+
         return classic_reference(split, self.params.expansion_ratio, seed)
 
-    def fit(self, split, budget: Budget, report: Report) -> SyntheticSet:
-        params, device = self.params, budget.device
+    def fit(self, split, context: FitContext, report: Report) -> SyntheticSet:
+        import numpy as np
+        import torch
+
+        params, device = self.params, context.device
         dataset = split.dataset
         images, labels = split.fewshot
         unit = dataset.denormalize(images).to(device)  # warped in [0, 1]: the frame's outside is background
         family = TransformFamily(params, split.image_size)
-        generator = seeded_generator(budget, 5)
-        rng = np.random.default_rng(budget.seed * 7919 + 5)
+        generator = seeded_generator(context, 5)
+        rng = np.random.default_rng(context.seed * 7919 + 5)
 
         pairs = torch.cat([ordered_pairs(torch.nonzero(labels == c).flatten(), params.fit.max_pairs, generator)
                            for c in range(split.num_classes)])

@@ -1,6 +1,14 @@
 """Baseline `random_subset`: condensation's reference, a random real subset of the full training set."""
 
-from raysynth.methods.base import Budget, CondensationParams, Intent, Method, Report, SyntheticSet, register_method
+from raysynth.methods.base import (
+    CondensationParams,
+    FitContext,
+    Intent,
+    Method,
+    Report,
+    SyntheticSet,
+    register_method,
+)
 
 
 @register_method("random_subset")
@@ -9,6 +17,6 @@ class RandomSubset(Method):
     intent = Intent.CONDENSATION
     uses_remainder = True
 
-    def fit(self, split, budget: Budget, report: Report) -> SyntheticSet:
+    def fit(self, split, context: FitContext, report: Report) -> SyntheticSet:
         images, labels = split.random_subset(self.params.per_class(split), seed_offset=1)
         return SyntheticSet(images, labels)

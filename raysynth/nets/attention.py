@@ -14,15 +14,12 @@ Variants (``attention.variant``), each keeping the latent's shape:
 
 from __future__ import annotations
 
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-Variant = Literal["none", "rowwise", "spatial", "spatial_skip", "mhsa", "mhsa_egm"]
-VARIANTS: tuple[str, ...] = ("none", "rowwise", "spatial", "spatial_skip", "mhsa", "mhsa_egm")
-MULTI_HEAD: tuple[str, ...] = ("mhsa", "mhsa_egm")
+from raysynth.nets.settings import MULTI_HEAD, VARIANTS, Variant  # noqa: F401 (re-exported)
 
 
 def patchify(latents: torch.Tensor, patch: int) -> torch.Tensor:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -19,8 +19,7 @@ from torch import nn
 from raysynth.diskcache import cached_state, content_key
 from raysynth.nets.classifiers import padded_size  # 28 px -> 32: two halvings give an 8 x 8 latent map
 
-Depth = Literal["shallow", "medium", "deep"]
-FilmMode = Literal["weight", "output"]
+from raysynth.nets.settings import Depth, FilmMode, downsamplings, latent_map_size  # noqa: F401 (re-exported)
 CONV_LAYERS: dict[str, int] = {"shallow": 5, "medium": 7, "deep": 9}
 
 
@@ -51,16 +50,6 @@ class FiLMConv(nn.Module):
         if transposed:
             return F.conv_transpose2d(x, weight, conv.bias, conv.stride, conv.padding, conv.output_padding)
         return F.conv2d(x, weight, conv.bias, conv.stride, conv.padding)
-
-
-def downsamplings(image_size: int) -> int:
-    """Stride-2 steps from the (padded) image to the latent map: 2 for 28/32 px, 1 for 8 px digits."""
-    return 2 if image_size >= 16 else 1
-
-
-def latent_map_size(image_size: int) -> int:
-    """Side of the autoencoder's latent map for images of ``image_size`` px."""
-    return padded_size(image_size) // 2 ** downsamplings(image_size)
 
 
 class KoopmanAutoencoder(nn.Module):

@@ -6,15 +6,13 @@ channels (``None``: the reference value). Instance norm is ``GroupNorm(C, C)`` a
 
 from __future__ import annotations
 
-from typing import Callable
 
 import torch
 from torch import nn
 import torch.nn.functional as F
 
-from raysynth.registry import Registry
 
-CLASSIFIERS: Registry[Callable[..., nn.Module]] = Registry("classifier")
+from raysynth.nets.settings import CLASSIFIERS  # noqa: E402 (the registry lives where names resolve without torch)
 
 
 def _norm(kind: str, channels: int) -> nn.Module:
@@ -27,10 +25,7 @@ def _norm(kind: str, channels: int) -> nn.Module:
     raise ValueError(f"unknown norm `{kind}`: use instancenorm, batchnorm or none")
 
 
-def padded_size(image_size: int) -> int:
-    """28 px images are worked on at 32 px (zero-padded), as the condensation reference code does:
-    powers of two halve cleanly. Every other size is kept."""
-    return 32 if image_size == 28 else image_size
+from raysynth.nets.settings import padded_size  # noqa: E402,F401 (re-exported)
 
 
 class PadTo32(nn.Module):
@@ -198,3 +193,18 @@ def resnet20(channels: int, num_classes: int, image_size: int, width: int | None
 def build_classifier(name: str, *, channels: int, num_classes: int, image_size: int, width: int | None = None) -> nn.Module:
     """The classifier registered as ``name``, sized for the inputs."""
     return CLASSIFIERS.get(name)(channels, num_classes, image_size, width)
+
+
+class ClusterEncoder(nn.Module):
+    """COLA's step I: a classifier trunk whose outputs are unit vectors (cluster targets), and a rotation head."""
+
+    def __init__(self, kind: str, channels: int, clusters: int, image_size: int):
+        super().__init__()
+        self.trunk = build_classifier(kind, channels=channels, num_classes=clusters, image_size=image_size)
+        self.rotation = nn.Linear(self.trunk.feature_dim, 4)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.trunk(images), dim=1)
+
+    def rotations(self, images: torch.Tensor) -> torch.Tensor:
+        return self.rotation(self.trunk.embed(images))

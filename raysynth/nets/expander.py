@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from raysynth.nets.attention import LatentAttention
+
 
 def normalized(adjacency: torch.Tensor) -> torch.Tensor:
     """Scaled to mean weighted degree 1 (batched over leading dims)."""
@@ -108,3 +110,57 @@ class ClassGraphs(nn.Module):
         if torch.isinf(self.best_scores[cls]):
             return self.adjacency(cls).detach()
         return self.codewords[cls]
+
+
+def sample_pairs(count: int, members: int, generator: torch.Generator, shape: tuple[int, ...] = ()) -> tuple:
+    """``count`` (x ``shape``) random pairs (a, b) of ``members`` indices and mixing weights in [0, 1)."""
+    size = (count, *shape)
+    first = torch.randint(members, size, generator=generator)
+    second = torch.randint(members, size, generator=generator)
+    return first, second, torch.rand(size, generator=generator)
+
+
+class Expander(nn.Module):
+    """The trainable parts that turn a class's latents into new ones: attention, and the class graphs
+    (``params``: expansive's parameters)."""
+
+    def __init__(self, params, num_classes: int, latent_size: int):
+        super().__init__()
+        attention, egm = params.attention, params.egm
+        self.params = params
+        self.attention = LatentAttention(attention.variant, params.ae.latent_channels, latent_size, attention.patch,
+                                         attention.heads)
+        self.uses_graph = attention.variant == "mhsa_egm"
+        self.graphs = ClassGraphs(num_classes, attention.heads, egm.degree, egm.spectral_weight) if self.uses_graph else None
+
+    def new_latents(self, latents: torch.Tensor, cls: int, count: int, generator: torch.Generator,
+                    codeword: bool = False) -> torch.Tensor:
+        """``count`` new latents of class ``cls`` from its ``latents`` (``n_c x C x h x w``)."""
+        members = len(latents)
+        first, second, weight = sample_pairs(count, members, generator)
+        weight = weight.to(latents.device).view(-1, 1, 1, 1)
+        if self.params.interpolate:
+            base = weight * latents[first] + (1 - weight) * latents[second]
+        else:
+            base = latents[first]
+        if not self.uses_graph:
+            return self.attention(base)
+        # EGM (Eq. 2-3): head j's cropped features come from its own interpolated pair of samples,
+        # are propagated one step over the class graph, and projected back to the latent channels
+        heads = self.attention.head_outputs(latents)  # n_c x L x T x d
+        vertices = heads.shape[1]
+        first, second, weight = sample_pairs(count, members, generator, (vertices,))
+        head_index = torch.arange(vertices).expand(count, vertices)
+        weight = weight.to(latents.device)[..., None, None]
+        mixed = weight * heads[first, head_index] + (1 - weight) * heads[second, head_index]
+        cropped = attention_crop(mixed, self.params.egm.keep)
+        graph = self.graphs.codeword(cls) if codeword else self.graphs.adjacency(cls)
+        return base + self.attention.from_heads(propagate(graph, cropped), base)
+
+    def graph_objective(self, latents: torch.Tensor, cls: int) -> torch.Tensor:
+        """The objective the class graph maximizes (its own loss; the graph also keeps its best)."""
+        with torch.no_grad():
+            similarity = similarity_graph(self.attention.head_outputs(latents))
+        objective = self.graphs.objective(cls, similarity)
+        self.graphs.remember(cls, objective.item())
+        return objective

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Literal
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -25,8 +25,7 @@ from torch import nn
 
 from raysynth.nets.classifiers import padded_size  # DCGAN needs powers of two: 28 px on a 32 px canvas
 
-GanLoss = Literal["eie", "nonsaturating"]
-FeatureBound = Literal["none", "tanh"]
+from raysynth.nets.settings import FeatureBound, GanLoss  # noqa: F401 (re-exported)
 
 
 def eie_kernel(distance: torch.Tensor, dimension: int, cutoff: float) -> torch.Tensor:

@@ -19,7 +19,7 @@ from torch import nn
 from raysynth.errors import RaysynthError
 from raysynth.nets.gaussian import Gaussian
 
-LossKind = Literal["laplacian", "perceptual", "l1"]
+from raysynth.nets.settings import LossKind  # noqa: F401 (re-exported)
 
 _BINOMIAL = torch.tensor([1.0, 4.0, 6.0, 4.0, 1.0]) / 16.0
 

@@ -7,12 +7,11 @@ on flattened, standardized latents (Expansive Synthesis Eq. 8).
 
 from __future__ import annotations
 
-from typing import Literal
 
 import ot
 import torch
 
-OtKind = Literal["exact", "sinkhorn", "sliced"]
+from raysynth.nets.settings import OtKind  # noqa: F401 (re-exported)
 
 
 def wasserstein(source: torch.Tensor, target: torch.Tensor, kind: OtKind = "exact", *, reg: float = 0.05,

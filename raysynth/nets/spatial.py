@@ -48,12 +48,22 @@ def affine_log(theta: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     for matrix in matrices:
         ok = np.linalg.det(matrix[:2, :2]) > 0
         if ok:
-            logarithm = scipy.linalg.logm(matrix)
+            logarithm = _logm_keeping_global_rng(matrix)
             ok = bool(np.all(np.isfinite(logarithm)) and np.abs(np.imag(logarithm)).max() < 1e-8)
         keep.append(ok)
         if ok:
             vectors.append(np.real(logarithm)[:2].reshape(6))
     return (np.stack(vectors) if vectors else np.zeros((0, 6))), np.array(keep, dtype=bool)
+
+
+def _logm_keeping_global_rng(matrix: np.ndarray) -> np.ndarray:
+    """scipy's logm estimates a 1-norm with random vectors from numpy's global generator; a method must
+    leave the global random state as it found it (and its result then no longer depends on it)."""
+    state = np.random.get_state()
+    try:
+        return scipy.linalg.logm(matrix)
+    finally:
+        np.random.set_state(state)
 
 
 def affine_exp(vectors: np.ndarray) -> torch.Tensor:
