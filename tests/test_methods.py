@@ -64,3 +64,23 @@ def test_a_method_leaves_the_global_random_state_alone(name, digits):
     torch_state, numpy_state = torch.random.get_rng_state(), np.random.get_state()[1].copy()
     _fit(name, split)
     assert torch.equal(torch.random.get_rng_state(), torch_state) and np.array_equal(np.random.get_state()[1], numpy_state)
+
+
+def _fields(model, prefix=""):
+    for name, field in model.model_fields.items():
+        nested = [a for a in getattr(field.annotation, "__args__", (field.annotation,)) if hasattr(a, "model_fields")]
+        if nested:
+            yield from _fields(nested[0], f"{prefix}{name}.")
+        else:
+            yield f"{prefix}{name}", field
+
+
+@pytest.mark.parametrize("name", METHODS.names())
+def test_every_parameter_is_documented_and_bounded(name):
+    import annotated_types
+
+    undocumented = [key for key, field in _fields(METHODS.get(name).Params) if not field.description]
+    unbounded = [key for key, field in _fields(METHODS.get(name).Params)
+                 if set(getattr(field.annotation, "__args__", (field.annotation,))) & {int, float}
+                 and not any(isinstance(m, (annotated_types.Le, annotated_types.Lt)) for m in field.metadata)]
+    assert not undocumented and not unbounded, (undocumented, unbounded)

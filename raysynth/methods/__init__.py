@@ -4,15 +4,7 @@ adding a method is adding a file (no list to edit). Methods from outside the pac
 import importlib
 import pkgutil
 
-from raysynth.methods.base import (
-    METHODS,
-    FitContext,
-    Intent,
-    Method,
-    Params,
-    SyntheticSet,
-    register_method,
-)
+from raysynth.methods.base import METHODS, FitContext, Intent, Method, Params, SyntheticSet, register_method
 
 for _module in pkgutil.iter_modules(__path__):
     if _module.name != "base":

@@ -7,15 +7,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import Field
 
-from raysynth.methods.base import (
-    FitContext,
-    Intent,
-    Method,
-    Params,
-    Report,
-    SyntheticSet,
-    register_method,
-)
+from raysynth.methods.base import FitContext, Intent, Method, Params, Report, SyntheticSet, register_method
 
 if TYPE_CHECKING:  # annotations only: the module loads without torch (raysynth validate stays fast)
     import torch

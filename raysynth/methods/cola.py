@@ -13,15 +13,7 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 
-from raysynth.methods.base import (
-    FitContext,
-    Intent,
-    Method,
-    Report,
-    SyntheticSet,
-    register_method,
-    seeded_generator,
-)
+from raysynth.methods.base import FitContext, Intent, Method, Report, SyntheticSet, register_method, seeded_generator
 from raysynth.methods.scola import decode, fit_glo
 from raysynth.nets.settings import GloParams
 

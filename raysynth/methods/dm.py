@@ -12,17 +12,8 @@ from typing import TYPE_CHECKING
 
 from pydantic import Field
 
-from raysynth.methods.base import (
-    CondensationParams,
-    FitContext,
-    Intent,
-    Method,
-    Report,
-    SyntheticSet,
-    register_method,
-    report_due,
-    seeded_generator,
-)
+from raysynth.methods.base import (CondensationParams, FitContext, Intent, Method, Report, SyntheticSet,
+                                    register_method, report_due, seeded_generator)
 
 if TYPE_CHECKING:  # annotations only: the module loads without torch (raysynth validate stays fast)
     import torch

@@ -16,16 +16,8 @@ from typing import TYPE_CHECKING, ClassVar
 from pydantic import Field
 
 from raysynth.errors import RaysynthError
-from raysynth.methods.base import (
-    FitContext,
-    Intent,
-    Method,
-    Report,
-    SyntheticSet,
-    register_method,
-    report_due,
-    seeded_generator,
-)
+from raysynth.methods.base import (FitContext, Intent, Method, Report, SyntheticSet, register_method, report_due,
+                                   seeded_generator)
 from raysynth.nets.settings import EieParams, GanLoss, GanParams
 
 if TYPE_CHECKING:  # annotations only: the module loads without torch (raysynth validate stays fast)
@@ -130,7 +122,6 @@ class EIEG(ImageGan):
     loss = "eie"
 
     def settings(self) -> GanSettings:
-
         eie = self.params.eie
         return replace(super().settings(), cutoff=eie.cutoff, stab_cutoff=eie.stab_cutoff, stab_lambda=eie.stabilizer,
                        generated_self=eie.self_interaction, feature_scale=eie.feature_scale,

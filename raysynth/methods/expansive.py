@@ -15,26 +15,11 @@ from typing import TYPE_CHECKING
 from pydantic import Field, ValidationInfo, field_validator
 
 from raysynth.errors import RaysynthError, SpecError
-from raysynth.methods.base import (
-    FitContext,
-    Intent,
-    Method,
-    Params,
-    Report,
-    SyntheticSet,
-    register_method,
-    report_due,
-    seeded_generator,
-)
+from raysynth.methods.base import (FitContext, Intent, Method, Params, Report, SyntheticSet, register_method,
+                                   report_due, seeded_generator)
 from raysynth.methods.classic_augmentation import classic_reference
-from raysynth.nets.settings import (
-    AttentionParams,
-    AutoencoderParams,
-    ExpanderParams,
-    LossParams,
-    check_heads,
-    check_patch,
-)
+from raysynth.nets.settings import (AttentionParams, AutoencoderParams, ExpanderParams, LossParams, check_heads,
+                                    check_patch)
 
 if TYPE_CHECKING:  # annotations only: the module loads without torch (raysynth validate stays fast)
     import torch
@@ -77,7 +62,6 @@ class ExpansiveParams(Params):
 
 
 def _channels_as(images: torch.Tensor, channels: int) -> torch.Tensor:
-
     if images.shape[1] == channels:
         return images
     if channels == 1:
@@ -97,7 +81,6 @@ class ExpansiveSynthesis(Method):
         return True  # X' is expansion_ratio times the few-shot set: compare with X repeated to that size
 
     def references(self, split, seed: int) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-
         return classic_reference(split, self.params.expansion_ratio, seed)
 
     # -- pretraining -------------------------------------------------------------------------------

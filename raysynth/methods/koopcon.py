@@ -13,24 +13,9 @@ from typing import TYPE_CHECKING
 
 from pydantic import Field, field_validator
 
-from raysynth.methods.base import (
-    CondensationParams,
-    FitContext,
-    Intent,
-    Method,
-    Report,
-    SyntheticSet,
-    register_method,
-    report_due,
-    seeded_generator,
-)
-from raysynth.nets.settings import (
-    AttentionParams,
-    AutoencoderParams,
-    LossParams,
-    check_heads,
-    check_patch,
-)
+from raysynth.methods.base import (CondensationParams, FitContext, Intent, Method, Report, SyntheticSet,
+                                    register_method, report_due, seeded_generator)
+from raysynth.nets.settings import AttentionParams, AutoencoderParams, LossParams, check_heads, check_patch
 
 if TYPE_CHECKING:  # annotations only: the module loads without torch (raysynth validate stays fast)
     import torch
@@ -68,11 +53,7 @@ class Koopcon(Method):
         from torch import nn
 
         from raysynth.nets.attention import LatentAttention
-        from raysynth.nets.autoencoder import (
-            KoopmanAutoencoder,
-            pretrained_autoencoder,
-            reconstruction_loss,
-        )
+        from raysynth.nets.autoencoder import KoopmanAutoencoder, pretrained_autoencoder, reconstruction_loss
         from raysynth.nets.classifiers import build_classifier
         from raysynth.nets.koopman import AttentionPooling, KoopmanOperator
         from raysynth.nets.losses import covariance_loss, per_class_wasserstein

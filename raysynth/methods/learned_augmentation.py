@@ -13,17 +13,8 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 
-from raysynth.methods.base import (
-    FitContext,
-    Intent,
-    Method,
-    Params,
-    Report,
-    SyntheticSet,
-    register_method,
-    report_due,
-    seeded_generator,
-)
+from raysynth.methods.base import (FitContext, Intent, Method, Params, Report, SyntheticSet, register_method,
+                                    report_due, seeded_generator)
 from raysynth.methods.classic_augmentation import classic_reference
 
 if TYPE_CHECKING:  # annotations only: the module loads without torch (raysynth validate stays fast)
@@ -81,11 +72,7 @@ class TransformFamily:
         return torch.zeros(count, 2, self.params.grid, self.params.grid, device=device)
 
     def warp(self, images: torch.Tensor, parameters: torch.Tensor) -> torch.Tensor:
-        from raysynth.nets.spatial import (
-            affine_warp,
-            displacement_warp,
-            integrate_velocity,
-        )
+        from raysynth.nets.spatial import affine_warp, displacement_warp, integrate_velocity
 
         if self.params.transform == "affine":
             return affine_warp(images, parameters)
@@ -148,7 +135,6 @@ class LearnedAugmentation(Method):
     epoch_counts = "nothing: the pair fits run params.fit.steps steps"
 
     def references(self, split, seed: int) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-
         return classic_reference(split, self.params.expansion_ratio, seed)
 
     def fit(self, split, context: FitContext, report: Report) -> SyntheticSet:

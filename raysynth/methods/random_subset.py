@@ -1,14 +1,6 @@
 """Baseline `random_subset`: condensation's reference, a random real subset of the full training set."""
 
-from raysynth.methods.base import (
-    CondensationParams,
-    FitContext,
-    Intent,
-    Method,
-    Report,
-    SyntheticSet,
-    register_method,
-)
+from raysynth.methods.base import CondensationParams, FitContext, Intent, Method, Report, SyntheticSet, register_method
 
 
 @register_method("random_subset")

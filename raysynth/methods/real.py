@@ -1,13 +1,6 @@
 """Baseline `real`: the few-shot set itself, so every metric is that of the real data alone."""
 
-from raysynth.methods.base import (
-    FitContext,
-    Intent,
-    Method,
-    Report,
-    SyntheticSet,
-    register_method,
-)
+from raysynth.methods.base import FitContext, Intent, Method, Report, SyntheticSet, register_method
 
 
 @register_method("real")

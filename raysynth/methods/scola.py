@@ -13,16 +13,8 @@ from typing import TYPE_CHECKING
 
 from pydantic import Field
 
-from raysynth.methods.base import (
-    FitContext,
-    Intent,
-    Method,
-    Report,
-    SyntheticSet,
-    register_method,
-    report_due,
-    seeded_generator,
-)
+from raysynth.methods.base import (FitContext, Intent, Method, Report, SyntheticSet, register_method, report_due,
+                                    seeded_generator)
 from raysynth.nets.settings import GloParams
 
 if TYPE_CHECKING:  # annotations only: the module loads without torch (raysynth validate stays fast)
