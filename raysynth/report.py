@@ -265,6 +265,11 @@ def _study_figures(study, search: Search, store: Store, out_dir: Path, log) -> N
         axes = optuna_plots.plot_optimization_history(study, target=target, target_name=metric)
         axes.set_title(f"{search.step}: {metric} (validation) against trials")
         save(axes, f"search_{safe}_history_{metric.replace('/', '_')}.png")
+        values = [t.values[index] for t in complete]
+        if max(values) - min(values) <= 1e-12:  # a constant objective: any importance would be an artifact
+            search.importances[metric] = {}
+            log(f"parameter importances for {metric}: undefined, it is the same in every trial")
+            continue
         try:
             evaluator = optuna.importance.PedAnovaImportanceEvaluator()
             search.importances[metric] = dict(optuna.importance.get_param_importances(study, target=target, evaluator=evaluator))
@@ -273,6 +278,7 @@ def _study_figures(study, search: Search, store: Store, out_dir: Path, log) -> N
             log(f"parameter importances for {metric} unavailable: {error}")
     if len(metrics) > 1:
         axes = optuna_plots.plot_pareto_front(study, target_names=metrics)
+        axes.set_title(f"{search.step}: Pareto front of the validation objectives")
         save(axes, f"search_{safe}_pareto.png")
         search.pareto = [run_names.get(t.user_attrs.get("tune_trial_id"), f"optuna #{t.number}") for t in study.best_trials]
 
@@ -294,13 +300,14 @@ def _difference_cell(row: Row) -> str:
 
 
 def _chance_warnings(rows: list[Row], chance: float) -> list[str]:
-    lines = []
-    for row in rows:
-        mean = summarize(row.values("accuracy").values()).mean
-        if math.isfinite(mean) and mean - chance < CHANCE_MARGIN:
-            lines.append(f"- ⚠ `{row.label}`: accuracy {mean:.2f} % is within {CHANCE_MARGIN:.0f} points of chance "
-                         f"({chance:.1f} %): the budget is too small to learn; do not rank it.")
-    return lines
+    """One line naming the rows whose accuracy is within CHANCE_MARGIN of chance: nobody should rank noise."""
+    near = [row.label for row in rows if math.isfinite(m := summarize(row.values("accuracy").values()).mean)
+            and m - chance < CHANCE_MARGIN]
+    if not near:
+        return []
+    which = "every row" if len(near) == len(rows) else ", ".join(f"`{label}`" for label in near)
+    return [f"- ⚠ {which}: accuracy within {CHANCE_MARGIN:.0f} points of chance ({chance:.1f} %): the budget is too "
+            "small to learn; do not rank these."]
 
 
 def header_note(store: Store) -> list[str]:
@@ -359,6 +366,9 @@ def render_search(search: Search) -> list[str]:
     if search.pareto:
         lines.append(f"Pareto front (validation objectives): {', '.join(search.pareto)}.")
     for objective, values in search.importances.items():
+        if not values:
+            lines += ["", f"Parameter importances for `{objective}`: undefined (the same value in every trial)."]
+            continue
         lines += ["", f"Parameter importances for `{objective}` (Optuna, {search.evaluator}):", "",
                   "| parameter | importance |", "|---|---|", *[f"| {k} | {v:.3f} |" for k, v in values.items()]]
     if search.figures:

@@ -62,3 +62,11 @@ def test_seed_spread_is_the_sample_std():
 
 def test_holm_leaves_missing_p_values_out_of_the_family():
     assert holm([0.01, math.nan, 0.04]) == pytest.approx([0.02, math.nan, 0.04], nan_ok=True)
+
+
+def test_rows_near_chance_get_one_warning_line_naming_them():
+    from raysynth.report import _chance_warnings
+
+    table = [Row(step, "FINISHED", per_seed={0: {"accuracy": value}}) for step, value in (("a", 11.0), ("b", 40.0), ("c", 9.5))]
+    lines = _chance_warnings(table, chance=10.0)
+    assert len(lines) == 1 and "`a`, `c`" in lines[0] and "`b`" not in lines[0]
