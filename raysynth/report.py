@@ -123,16 +123,17 @@ def _step(run) -> str:
 class RowBuilder:
     """Rows from runs: a trial's seed runs, or a step's latest seed run per seed across sweeps."""
 
-    def __init__(self, store: Store, search_keys: list[str]):
-        self.store, self.search_keys = store, search_keys
+    def __init__(self, store: Store):
+        self.store = store
         self.seed_runs: dict[str, list] = {}
         for run in store.seeds:
             if run.info.status == "FINISHED":
                 self.seed_runs.setdefault(run.data.tags.get("mlflow.parentRunId"), []).append(run)
 
-    def of_trial(self, run, label: str) -> Row:
+    def of_trial(self, run, label: str, keys: list[str] = ()) -> Row:
+        """The trial's seed runs; ``keys``: the searched parameters to show."""
         row = Row(label=label, status=run.info.status, error=run.data.tags.get("error", ""),
-                  params={k: run.data.params.get(f"params.{k}", "–") for k in self.search_keys})
+                  params={k: run.data.params.get(f"params.{k}", "–") for k in keys})
         for seed_run in sorted(self.seed_runs.get(run.info.run_id, []), key=lambda r: r.info.start_time):
             row.per_seed[int(seed_run.data.tags["seed"])] = dict(seed_run.data.metrics)
         return row
@@ -200,11 +201,10 @@ def search_keys(sweep_spec: dict, step: str) -> list[str]:
 
 def build_search(store: Store, builder: RowBuilder, step: str, log: Callable[[str], None], out_dir: Path) -> Search:
     metric, mode = _selection(store.sweep_spec)
-    builder = RowBuilder(store, search_keys(store.sweep_spec, step))
     trials = [t for t in store.trials if _step(t) == step and _role(t) == "search"]
     finished = [t for t in trials if t.info.status == "FINISHED" and metric in t.data.metrics]
     best = (max if mode == "max" else min)(finished, key=lambda r: r.data.metrics[metric]) if finished else None
-    selected = builder.of_trial(best, step) if best is not None else None
+    selected = builder.of_trial(best, step, search_keys(store.sweep_spec, step)) if best is not None else None
     if selected is not None:
         selected.note = f"selected by {metric} from {len(finished)} trial(s)"
     confirmations = [t for t in store.trials if _step(t) == step and _role(t) == "confirmation"]
@@ -470,8 +470,7 @@ def write_report(experiment: str, *, tracking_uri: str, out_dir: Path, sweep_id:
     store = load(tracker, experiment, sweep_id, all_sweeps)
     spec = store.sweep_spec
     metric, _ = _selection(spec)
-    search_keys = list(spec.get("search") or {})
-    builder = RowBuilder(store, search_keys)
+    builder = RowBuilder(store)
     out_dir.mkdir(parents=True, exist_ok=True)
     searched = list(dict.fromkeys(_step(t) for t in store.trials if _role(t) == "search"))
     searches = {step: build_search(store, builder, step, log, out_dir) for step in searched}
@@ -484,8 +483,9 @@ def write_report(experiment: str, *, tracking_uri: str, out_dir: Path, sweep_id:
         finished = sorted([t for t in search_trials if metric in t.data.metrics], key=lambda r: r.data.metrics[metric],
                           reverse=_selection(spec)[1] == "max")
         others = [t for t in search_trials if t not in finished]
-        rows = [builder.of_trial(t, f"#{i + 1} {t.info.run_name}") for i, t in enumerate(finished)] + \
-               [builder.of_trial(t, t.info.run_name or t.info.run_id[:8]) for t in others]
+        keys = list(spec.get("search") or {})
+        rows = [builder.of_trial(t, f"#{i + 1} {t.info.run_name}", keys) for i, t in enumerate(finished)] + \
+               [builder.of_trial(t, t.info.run_name or t.info.run_id[:8], keys) for t in others]
     if not rows:
         raise RaysynthError(f"sweep {store.sweeps[-1].data.tags['sweep_id']} of `{experiment}` has no trial runs yet")
     title = f"{experiment}: {'ablation ladder' if ladder else 'search'}"

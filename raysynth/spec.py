@@ -332,16 +332,21 @@ def _is_text_field(dotted: str) -> bool:
             return False
         if index == len(parts) - 1:
             return set(_annotation_args(field.annotation)) <= {str, type(None)} and str in _annotation_args(field.annotation)
-        nested = [a for a in _annotation_args(field.annotation) if isinstance(a, type) and issubclass(a, BaseModel)]
-        if not nested:
+        model = _nested_model(field.annotation)
+        if model is None:
             return False
-        model = nested[0]
     return False
 
 
 def _annotation_args(annotation) -> tuple:
     args = getattr(annotation, "__args__", None)
     return tuple(args) if args else (annotation,)
+
+
+def _nested_model(annotation) -> type[BaseModel] | None:
+    """The section model inside an annotation (``X``, ``X | None``, ``list[X]``), or None for a value."""
+    candidates = [a for outer in _annotation_args(annotation) for a in (outer, *getattr(outer, "__args__", ()))]
+    return next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
 
 
 def _number_or_text(value: Any) -> Any:
@@ -380,13 +385,9 @@ def _fields_at(model: type[BaseModel], location: tuple) -> list[str]:
         if isinstance(part, int):
             continue
         field = model.model_fields.get(str(part))
-        annotation = getattr(field, "annotation", None)
-        candidates = [annotation] + list(getattr(annotation, "__args__", ()))
-        candidates += [inner for c in list(candidates) for inner in getattr(c, "__args__", ())]
-        nested = [c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)]
-        if not nested:
+        model = _nested_model(field.annotation) if field is not None else None
+        if model is None:
             return []
-        model = nested[0]
     return list(model.model_fields)
 
 
