@@ -21,11 +21,12 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 from raysynth.data import load_dataset, make_split
-from raysynth.evaluation.protocol import ClassifierProtocol, build_seeded, train_classifier
+from raysynth.evaluation.protocol import build_seeded, train_classifier
+from raysynth.spec.schema import EvaluationSpec
 from raysynth.spec import default_cache_dir
 
 
-def plain_loop(images, labels, protocol: ClassifierProtocol, num_classes: int, seed: int) -> None:
+def plain_loop(images, labels, protocol: EvaluationSpec, num_classes: int, seed: int) -> None:
     model = build_seeded(protocol, channels=images.shape[1], num_classes=num_classes, image_size=images.shape[-1], seed=seed)
     optimizer = torch.optim.SGD(model.parameters(), lr=protocol.lr, momentum=protocol.momentum, weight_decay=protocol.weight_decay)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=[protocol.epochs // 2], gamma=0.1)
@@ -57,7 +58,7 @@ def main() -> None:
     except Exception:
         dataset = load_dataset("digits", data_root=None, cache_dir=Path(args.cache_dir))
     images, labels = make_split(dataset, args.images_per_class, seed=0).fewshot
-    protocol = ClassifierProtocol(classifier="convnet", width=args.width, epochs=args.epochs)
+    protocol = EvaluationSpec(classifier="convnet", width=args.width, epochs=args.epochs)
     device = torch.device("cpu")
     seen = len(labels) * args.epochs
 

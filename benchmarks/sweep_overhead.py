@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from raysynth.runner import load_spec_dataset, run_trial
-from raysynth.spec import build_spec, resolve_defaults, steps
+from raysynth.spec import build_spec, resolve_defaults
 
 
 class _Quiet:
@@ -55,9 +55,9 @@ def main() -> None:
     dataset = load_spec_dataset(spec)
 
     torch.set_num_threads(1)
-    run_trial(steps(spec)[0][1], dataset, _Quiet())  # warm-up: the domain FID network, kernels
+    run_trial(spec.steps()[0][1], dataset, _Quiet())  # warm-up: the domain FID network, kernels
     reference = []
-    for _, step in steps(spec):
+    for _, step in spec.steps():
         start = time.perf_counter()
         run_trial(step, dataset, _Quiet())
         reference.append(time.perf_counter() - start)

@@ -25,7 +25,7 @@ class NoisyCopy(Method):
         import torch  # imported where it runs, so `raysynth validate` on a space using this plugin stays instant
 
         images, labels = split.fewshot
-        generator = torch.Generator().manual_seed(context.seed)
+        generator = context.torch_rng("noise")  # a named stream of the fit's seed
         copies = images.repeat(self.params.copies, 1, 1, 1)
         noise = torch.randn(copies.shape, generator=generator) * self.params.noise_std
         report(1, noise_std=self.params.noise_std)

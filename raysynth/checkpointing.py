@@ -8,10 +8,11 @@ Saving it somewhere (a Tune checkpoint) is the caller's business: the runner onl
 
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 
@@ -57,19 +58,64 @@ class Checkpointer:
 
 
 class MethodCheckpoint:
-    """What a method gets (``budget.checkpoint``) to save its state between epochs and find it again."""
+    """What a method gets (``context.checkpoint``) to keep its state between epochs, per phase of its fit
+    (e.g. ``encoder`` then ``glo``), and find it again after a restart. Methods use it through
+    :meth:`FitContext.resumable <raysynth.methods.FitContext.resumable>`."""
 
     def __init__(self, checkpointer: Checkpointer, seed: int):
         self._checkpointer, self._seed = checkpointer, seed
 
-    def load(self) -> Any | None:
-        """The state the method saved last for this seed, or None on a fresh start."""
-        return self._checkpointer.state.method.get(self._seed)
+    def load(self, phase: str = "fit") -> Any | None:
+        """The state the method saved last for this seed and phase, or None on a fresh start."""
+        return (self._checkpointer.state.method.get(self._seed) or {}).get(phase)
 
-    def save(self, make_state: Callable[[], Any]) -> None:
+    def save(self, make_state: Callable[[], Any], phase: str = "fit", final: bool = False) -> None:
         """When a trial checkpoint is due, keeps ``make_state()`` (tensors, dicts, numbers) and checkpoints.
-        The state is built only then: a method may offer it every epoch at no cost (the state of an
-        unfinished fit matters only in a persisted checkpoint; a finished fit's is dropped)."""
-        if self._checkpointer.due():
-            self._checkpointer.state.method[self._seed] = make_state()
+        The state is built only then: a method may offer it every epoch at no cost. ``final``: the phase
+        ended; its state is kept (copied) for the next checkpoint, since later phases do not repeat it."""
+        due = self._checkpointer.due()
+        if due or final:  # a phase's final state is copied: a later phase may train the same objects further
+            state = make_state()
+            self._checkpointer.state.method.setdefault(self._seed, {})[phase] = copy.deepcopy(state) if final else state
+        if due:
             self._checkpointer.checkpoint()
+
+
+def resumable(checkpoint: MethodCheckpoint | None, epochs: int, phase: str, objects: dict[str, Any]) -> Iterator[int]:
+    """Epochs ``1..epochs``, or, after a restart, from the epoch after the last saved one with ``objects``
+    restored; after each epoch's body, their state is offered to ``checkpoint`` (saved when one is due).
+
+    ``objects`` by name: modules, optimizers and schedulers (``state_dict``), torch generators
+    (``get_state``), tensors optimized in place (e.g. latent codes or synthetic images)."""
+    saved = checkpoint.load(phase) if checkpoint is not None else None
+    start = 1
+    if saved is not None:
+        _restore(objects, saved["state"])
+        start = saved["epoch"] + 1
+    for epoch in range(start, epochs + 1):
+        yield epoch
+        if checkpoint is not None:
+            checkpoint.save(lambda epoch=epoch: {"epoch": epoch, "state": _snapshot(objects)}, phase, final=epoch == epochs)
+
+
+def _snapshot(objects: dict[str, Any]) -> dict[str, Any]:
+    state = {}
+    for name, obj in objects.items():
+        if isinstance(obj, torch.Generator):
+            state[name] = obj.get_state()
+        elif isinstance(obj, torch.Tensor):
+            state[name] = obj.detach().cpu()
+        elif obj is not None:
+            state[name] = obj.state_dict()
+    return state
+
+
+def _restore(objects: dict[str, Any], state: dict[str, Any]) -> None:
+    for name, obj in objects.items():
+        if isinstance(obj, torch.Generator):
+            obj.set_state(state[name])
+        elif isinstance(obj, torch.Tensor):
+            with torch.no_grad():
+                obj.copy_(state[name])
+        elif obj is not None:
+            obj.load_state_dict(state[name])

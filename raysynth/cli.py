@@ -25,7 +25,7 @@ def _add_space_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_validate(args) -> int:
-    from raysynth.spec import load_spec, steps
+    from raysynth.spec import load_spec
 
     spec = load_spec(args.space, args.assignments)
     import yaml
@@ -33,12 +33,12 @@ def cmd_validate(args) -> int:
     print(yaml.safe_dump(spec.to_data(), sort_keys=False).rstrip())
     from raysynth.methods import METHODS
 
-    for name, step in steps(spec):
+    for name, step in spec.steps():
         counts = METHODS.get(step.method).epoch_counts
         label = f"step {name}" if name is not None else "base"
-        print(f"# {label}: method {step.method}, params {json.dumps(step.params)}; budget.epochs={step.budget.epochs} "
+        print(f"# {label}: method {step.method}, params {json.dumps(step.params.to_data('json'))}; budget.epochs={step.budget.epochs} "
               f"counts {counts}")
-    _log(f"{args.space}: valid ({len(steps(spec))} step(s), {len(spec.seeds)} seed(s))")
+    _log(f"{args.space}: valid ({len(spec.steps())} step(s), {len(spec.seeds)} seed(s))")
     return 0
 
 
@@ -54,11 +54,11 @@ def _check_device(spec) -> None:
 
 def cmd_run(args) -> int:
     from raysynth.runner import load_spec_dataset, run_trial
-    from raysynth.spec import load_spec, steps
+    from raysynth.spec import load_spec
     from raysynth.visualize import save_sample_grid
 
     spec = load_spec(args.space, args.assignments)
-    available = dict(steps(spec))
+    available = dict(spec.steps())
     if args.step is not None:
         if args.step not in available:
             raise RaysynthError(f"`--step {args.step}`: no such ablation step; steps: {', '.join(map(str, available))}")

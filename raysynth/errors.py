@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
+from typing import Iterable
+
 
 class RaysynthError(Exception):
     """Base class of raysynth's errors; the CLI prints their message on one line and exits 2."""
@@ -28,3 +31,17 @@ class DatasetUnavailableError(RaysynthError):
 
 class NonFiniteLossError(RaysynthError):
     """A method's training loss became NaN or infinite."""
+
+
+def did_you_mean(word: object, known: Iterable[str]) -> str:
+    """``"did you mean `x`? "`` for the closest of ``known``, or ``""``: the one suggestion helper."""
+    nearest = difflib.get_close_matches(str(word), list(known), n=1)
+    return f"did you mean `{nearest[0]}`? " if nearest else ""
+
+
+SHOWN_CHARACTERS = 200  # an echoed value is cut here: a message stays one short line
+
+
+def shorten(text: str) -> str:
+    """``text``, cut to :data:`SHOWN_CHARACTERS` with its length said (a bomb's value is never echoed whole)."""
+    return text if len(text) <= SHOWN_CHARACTERS else text[:SHOWN_CHARACTERS] + f"... ({len(text)} characters)"

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import ast
-import difflib
 import importlib
 import importlib.util
 from pathlib import Path
 from typing import Callable, Generic, Iterator, TypeVar
 
-from raysynth.errors import UnknownNameError
+from raysynth.errors import UnknownNameError, did_you_mean
 
 T = TypeVar("T")
 
@@ -66,9 +65,7 @@ class Registry(Generic[T]):
         return entry
 
     def unknown_message(self, name: str) -> str:
-        nearest = difflib.get_close_matches(str(name), self.names(), n=1)
-        hint = f"did you mean `{nearest[0]}`? " if nearest else ""
-        return f"unknown {self.kind} `{name}`: {hint}known: {', '.join(self.names())}"
+        return f"unknown {self.kind} `{name}`: {did_you_mean(name, self.names())}known: {', '.join(self.names())}"
 
     def names(self) -> list[str]:
         return sorted(self._entries)

@@ -16,8 +16,7 @@ import torch
 from raysynth.checkpointing import Checkpointer, MethodCheckpoint
 from raysynth.data import ImageDataset, Split, load_dataset, make_split
 from raysynth.errors import NonFiniteLossError, RaysynthError
-from raysynth.evaluation import ClassifierProtocol, EvaluationSettings, Evaluator
-from raysynth.evaluation.augment import policy_for
+from raysynth.evaluation import Evaluator
 from raysynth.methods import METHODS, FitContext, SyntheticSet
 from raysynth.metrics import seed_spread_metrics
 from raysynth.spec import SweepSpec
@@ -37,16 +36,6 @@ def resolve_device(choice: str) -> torch.device:
             raise RaysynthError("`device: cuda` but no CUDA device is visible to this trial; use device: auto")
         return torch.device("cuda")
     return torch.device("cpu")
-
-
-def evaluation_settings(spec: SweepSpec, *, probe: bool) -> EvaluationSettings:
-    evaluation = spec.evaluation
-    augmentation = policy_for(spec.dataset.name) if evaluation.augmentation == "dsa" else ()
-    protocol = ClassifierProtocol(classifier=evaluation.classifier, width=evaluation.width, epochs=evaluation.epochs,
-                                  lr=evaluation.lr, batch_size=evaluation.batch_size, augmentation=augmentation)
-    return EvaluationSettings(protocol=protocol, num_eval=evaluation.num_eval, fid=evaluation.fid,
-                              fid_samples=evaluation.fid_samples, inception_weights=evaluation.inception_weights,
-                              probe_every=evaluation.probe_every if probe else 0)
 
 
 def load_spec_dataset(spec: SweepSpec, name: str | None = None) -> ImageDataset:
@@ -106,7 +95,7 @@ def run_trial(spec: SweepSpec, dataset: ImageDataset, observer: TrialObserver,
     checkpointer = checkpointer or Checkpointer()
     state = checkpointer.state
     method_cls = METHODS.get(spec.method)
-    method = method_cls(spec.method_params())
+    method = method_cls(spec.params)
     device = resolve_device(spec.device)
     per_seed = []
 
@@ -136,7 +125,7 @@ def run_trial(spec: SweepSpec, dataset: ImageDataset, observer: TrialObserver,
             state.method.pop(seed, None)
             checkpointer.checkpoint()
         log(f"[{spec.method} seed {seed}] {len(synthetic.labels)} synthetic images; evaluating")
-        evaluator = Evaluator(evaluation_settings(spec, probe=index == 0), split, device=device,
+        evaluator = Evaluator(spec.evaluation, split, probe=index == 0, device=device,
                               cache_dir=Path(spec.cache_dir), log=log, checkpointer=checkpointer,
                               on_metrics=lambda metrics, seed=seed: observer.on_progress(seed, next_step(), metrics))
         metrics = evaluator.evaluate(synthetic, method_cls.intent, method.references(split, seed),

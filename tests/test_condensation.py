@@ -45,25 +45,3 @@ def test_dm_loss_decreases_on_a_fixed_batch(digits):
         optimizer.step()
         values.append(loss.item())
     assert values[-1] < 0.5 * values[0]
-
-
-def test_dm_resumed_from_its_checkpoint_matches_an_uninterrupted_run(digits):
-    import copy
-
-    from raysynth.checkpointing import Checkpointer, MethodCheckpoint
-
-    split = make_split(digits, 2, seed=0)
-    cls = METHODS.get("dm")
-    params = cls.Params(iterations=3, width=16, batch_real=16)
-    saved = []
-    checkpointer = Checkpointer(save=lambda state: saved.append(copy.deepcopy(state.method[0])), interval_s=0)
-    context = FitContext(epochs=3, device=torch.device("cpu"), seed=0, checkpoint=MethodCheckpoint(checkpointer, 0))
-    whole = cls(params).fit(split, context, lambda step, **m: None)
-    after_first = Checkpointer(interval_s=3600)
-    after_first.state.method[0] = saved[0]  # as if the trial had been lost after iteration 1
-    steps_after_restart = []
-    resumed = cls(params).fit(split, FitContext(epochs=3, device=torch.device("cpu"), seed=0,
-                                            checkpoint=MethodCheckpoint(after_first, 0)),
-                              lambda step, **m: steps_after_restart.append(step))
-    assert [s["iteration"] for s in saved] == [1, 2, 3] and steps_after_restart == [2, 3]
-    assert torch.equal(whole.images, resumed.images)

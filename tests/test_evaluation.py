@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from raysynth.data import make_split
-from raysynth.evaluation import ClassifierProtocol, EvaluationSettings, Evaluator
+from raysynth.evaluation import Evaluator
+from raysynth.spec.schema import EvaluationSpec
 from raysynth.evaluation.augment import dsa_augment
 from raysynth.evaluation.fid import frechet_distance, gaussian_statistics
 from raysynth.methods import Intent, SyntheticSet
@@ -13,14 +14,14 @@ CPU = torch.device("cpu")
 
 def test_protocol_learns_digits_from_ten_images_per_class(digits, cache_dir):
     split = make_split(digits, 10, seed=0)
-    settings = EvaluationSettings(ClassifierProtocol(width=32, epochs=150), num_eval=1)
+    settings = EvaluationSpec(width=32, epochs=150, num_eval=1)
     scores = Evaluator(settings, split, device=CPU, cache_dir=cache_dir).scores("real", *split.fewshot)
     assert np.mean(scores.test) > 60.0  # chance is 10 %; 150 SGD steps reach ~77 %
 
 
 def test_protocol_is_reproducible_from_its_seed(digits, cache_dir):
     split = make_split(digits, 5, seed=0)
-    settings = EvaluationSettings(ClassifierProtocol(width=8, epochs=3), num_eval=2)
+    settings = EvaluationSpec(width=8, epochs=3, num_eval=2)
     first = Evaluator(settings, split, device=CPU, cache_dir=cache_dir).scores("a", *split.fewshot)
     second = Evaluator(settings, split, device=CPU, cache_dir=cache_dir).scores("b", *split.fewshot)
     assert first == second
@@ -28,7 +29,7 @@ def test_protocol_is_reproducible_from_its_seed(digits, cache_dir):
 
 def test_condensation_baseline_is_a_random_subset_of_the_same_size(digits, cache_dir):
     split = make_split(digits, 3, seed=0)
-    settings = EvaluationSettings(ClassifierProtocol(width=8, epochs=1), num_eval=1)
+    settings = EvaluationSpec(width=8, epochs=1, num_eval=1)
     images, labels = split.random_subset(2)
     metrics = Evaluator(settings, split, device=CPU, cache_dir=cache_dir).evaluate(SyntheticSet(images, labels), Intent.CONDENSATION)
     assert metrics["accuracy"] == metrics["baseline_accuracy"]  # the same 2-per-class subset, the same seeds
@@ -74,9 +75,9 @@ def test_inception_fid_without_its_extra_or_weights_says_how_to_get_them(digits,
 
 def test_every_accuracy_is_scored_on_validation_too_and_probes_use_validation_images(digits, cache_dir):
     split = make_split(digits, 3, seed=0, validation_per_class=20)
-    settings = EvaluationSettings(ClassifierProtocol(width=8, epochs=2), num_eval=1, probe_every=1)
+    settings = EvaluationSpec(width=8, epochs=2, num_eval=1, probe_every=1)
     probes = []
-    metrics = Evaluator(settings, split, device=CPU, cache_dir=cache_dir, on_metrics=probes.append).evaluate(
+    metrics = Evaluator(settings, split, device=CPU, cache_dir=cache_dir, probe=True, on_metrics=probes.append).evaluate(
         SyntheticSet(*split.fewshot), Intent.EXPANSION, repeated_control=True)
     expected = {"val_accuracy", "val_cas", "val_baseline_accuracy", "val_gain", "val_fid", "repeated_accuracy",
                 "val_repeated_accuracy", "gain_vs_repeated", "accuracy", "fid"}
@@ -93,7 +94,7 @@ def test_the_repeated_control_is_the_fewshot_set_tiled_to_the_training_size(digi
 
 def test_a_methods_info_cannot_overwrite_a_contract_metric(digits, cache_dir):
     split = make_split(digits, 2, seed=0)
-    settings = EvaluationSettings(ClassifierProtocol(width=8, epochs=1), num_eval=1)
+    settings = EvaluationSpec(width=8, epochs=1, num_eval=1)
     metrics = Evaluator(settings, split, device=CPU, cache_dir=cache_dir).evaluate(
         SyntheticSet(*split.fewshot, info={"accuracy": 123.0}), Intent.GENERATION)
     assert metrics["accuracy"] != 123.0 and metrics["info/accuracy"] == 123.0

@@ -50,6 +50,29 @@ def _fit(name: str, split, seed: int = 0):
 
 
 @pytest.mark.parametrize("name", METHODS.names())
+def test_a_fit_resumed_from_its_first_checkpoint_matches_an_uninterrupted_one(name, digits):
+    import copy
+
+    from raysynth.checkpointing import Checkpointer, MethodCheckpoint
+
+    cls = METHODS.get(name)
+    split = make_split(digits, 3, seed=0)
+    params = cls.Params.model_validate(cls.smoke_params)
+    saved = []
+    every_epoch = Checkpointer(save=lambda state: saved.append(copy.deepcopy(state.method[0])), interval_s=0)
+    whole = cls(params).fit(split, FitContext(epochs=2, device=torch.device("cpu"), seed=0,
+                                              checkpoint=MethodCheckpoint(every_epoch, 0)), lambda step, **m: None)
+    if cls.epoch_counts.startswith("nothing"):  # a method without training epochs has nothing to resume
+        assert not saved
+        return
+    restarted = Checkpointer(interval_s=3600)
+    restarted.state.method[0] = saved[0]  # as if the trial had been lost after its first checkpoint
+    resumed = cls(params).fit(split, FitContext(epochs=2, device=torch.device("cpu"), seed=0,
+                                                checkpoint=MethodCheckpoint(restarted, 0)), lambda step, **m: None)
+    assert torch.equal(whole.images, resumed.images) and torch.equal(whole.labels, resumed.labels)
+
+
+@pytest.mark.parametrize("name", METHODS.names())
 def test_the_same_seed_gives_the_identical_synthetic_set(name, digits):
     split = make_split(digits, 3, seed=0)
     first, second = _fit(name, split), _fit(name, split)

@@ -191,4 +191,4 @@ def test_a_missing_plugin_file_is_refused(tmp_path):
 
 def test_a_plugin_registers_a_method_the_space_can_name():
     spec = load_spec(REPO / "examples/noisy_copy.yaml")
-    assert spec.method == "noisy_copy" and spec.method_params().copies == 4
+    assert spec.method == "noisy_copy" and spec.params.copies == 4

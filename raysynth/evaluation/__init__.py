@@ -1,6 +1,5 @@
-"""Classifier protocol, CAS, FID and the metrics of a trial."""
+"""Classifier protocol, CAS, FID and the metrics of a trial (the protocol is the space's ``evaluation`` section)."""
 
-from raysynth.evaluation.evaluate import EvaluationSettings, Evaluator
-from raysynth.evaluation.protocol import ClassifierProtocol
+from raysynth.evaluation.evaluate import Evaluator
 
-__all__ = ["ClassifierProtocol", "EvaluationSettings", "Evaluator"]
+__all__ = ["Evaluator"]

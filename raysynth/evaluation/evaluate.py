@@ -19,23 +19,13 @@ import torch
 from raysynth.checkpointing import Checkpointer
 from raysynth.data.splits import Split
 from raysynth.evaluation.fid import FID_BACKENDS, FidContext, fid_between
-from raysynth.evaluation.protocol import ClassifierProtocol, test_accuracy, train_classifier
+from raysynth.evaluation.augment import policy_for
+from raysynth.evaluation.protocol import classifier_key, test_accuracy, train_classifier
 from raysynth.methods.base import Intent, SyntheticSet
 from raysynth.metrics import METRICS, PROBE_METRIC, PROBE_TIME
+from raysynth.spec.schema import EvaluationSpec
 
 MetricsCallback = Callable[[dict[str, float]], None]
-
-
-@dataclass(frozen=True)
-class EvaluationSettings:
-    """The evaluation of one trial (``evaluation.*`` of the space)."""
-
-    protocol: ClassifierProtocol
-    num_eval: int = 3
-    fid: str = "domain"
-    fid_samples: int = 10000
-    inception_weights: str | None = None
-    probe_every: int = 0  # report `probe/val_accuracy` every this many epochs of the first classifier; 0: never
 
 
 @dataclass(frozen=True)
@@ -85,10 +75,14 @@ class Evaluator:
     baseline of a (dataset, seed, protocol) once, not once per trial.
     """
 
-    def __init__(self, settings: EvaluationSettings, split: Split, *, device: torch.device, cache_dir: Path,
-                 log: Callable[[str], None] = lambda message: None, on_metrics: MetricsCallback = lambda m: None,
-                 checkpointer: Checkpointer | None = None):
+    def __init__(self, settings: EvaluationSpec, split: Split, *, device: torch.device, cache_dir: Path,
+                 probe: bool = False, log: Callable[[str], None] = lambda message: None,
+                 on_metrics: MetricsCallback = lambda m: None, checkpointer: Checkpointer | None = None):
+        """``settings``: the space's ``evaluation`` section; ``probe``: report ``probe/val_accuracy`` every
+        ``settings.probe_every`` epochs of the first classifier (ASHA's signal; the first seed of a trial)."""
         self.settings, self.split, self.device, self.cache_dir = settings, split, device, cache_dir
+        self.probe_every = settings.probe_every if probe and len(split.validation_index) else 0
+        self.policy = policy_for(split.dataset.name) if settings.augmentation == "dsa" else ()
         self.log, self.on_metrics = log, on_metrics
         # finished scores and the classifier in training, per training set: a memo within the trial,
         # and, saved with the trial's checkpoints, the evaluation's progress
@@ -100,7 +94,7 @@ class Evaluator:
                probe: bool = False) -> Scores:
         """Test and validation accuracies of ``num_eval`` classifiers trained on ``images``."""
         settings = self.settings
-        key = _content_key(images, labels, {"protocol": settings.protocol.cache_key(), "num_eval": settings.num_eval,
+        key = _content_key(images, labels, {"protocol": classifier_key(settings, self.policy), "num_eval": settings.num_eval,
                                             "seed": self.split.seed, "dataset": self.split.dataset.name,
                                             "test": len(self.split.test[1]), "validation": self.validation_key})
         record = self.progress.setdefault(key, {"runs": [], "partial": None})
@@ -118,8 +112,8 @@ class Evaluator:
                     record["partial"] = {"index": index, **make_snapshot()}
                     self.checkpointer.checkpoint()
 
-            model = train_classifier(images, labels, num_classes=self.split.num_classes, protocol=settings.protocol,
-                                     seed=self.split.seed * 1000 + index, device=self.device,
+            model = train_classifier(images, labels, num_classes=self.split.num_classes, protocol=settings,
+                                     seed=self.split.seed * 1000 + index, device=self.device, policy=self.policy,
                                      on_epoch=self._epoch_callback(name, index, probe and index == 0),
                                      resume=partial, on_snapshot=on_snapshot if self.checkpointer.save else None)
             run = {"test": 100.0 * test_accuracy(model, *self.split.test, self.device)}
@@ -138,9 +132,9 @@ class Evaluator:
         return Scores(tuple(r["test"] for r in runs), tuple(r["validation"] for r in runs if "validation" in r))
 
     def _epoch_callback(self, name: str, index: int, probe: bool):
-        epochs = self.settings.protocol.epochs
+        epochs = self.settings.epochs
         log_every = max(1, epochs // 5)
-        probe_every = self.settings.probe_every if len(self.split.validation_index) else 0
+        probe_every = self.probe_every
 
         def on_epoch(epoch: int, loss: float, model) -> None:
             if epoch % log_every == 0 or epoch == epochs:

@@ -23,7 +23,8 @@ import torch
 from raysynth.data.datasets import ImageDataset
 from raysynth.diskcache import cached_state, content_key
 from raysynth.errors import RaysynthError
-from raysynth.evaluation.protocol import ClassifierProtocol, build_seeded, train_classifier
+from raysynth.evaluation.protocol import build_seeded, classifier_key, train_classifier
+from raysynth.spec.schema import EvaluationSpec
 
 
 def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:
@@ -62,11 +63,11 @@ from raysynth.metrics import FID_BACKENDS  # noqa: E402 (the registry lives wher
 DOMAIN_STEPS = 600  # SGD steps of the domain network: ~89 % on Fashion-MNIST, ~97 % on digits
 
 
-def domain_protocol(train_size: int) -> ClassifierProtocol:
+def domain_protocol(train_size: int) -> EvaluationSpec:
     """ConvNet-64 for at least ``DOMAIN_STEPS`` steps (3 to 100 epochs), so small datasets are trained too."""
     steps_per_epoch = math.ceil(train_size / 256)
     epochs = min(100, max(3, math.ceil(DOMAIN_STEPS / steps_per_epoch)))
-    return ClassifierProtocol(classifier="convnet", width=64, epochs=epochs, batch_size=256)
+    return EvaluationSpec(classifier="convnet", width=64, epochs=epochs, batch_size=256)
 
 
 class DomainFeatures:
@@ -76,7 +77,7 @@ class DomainFeatures:
         self.device = context.device
         dataset = context.dataset
         protocol = domain_protocol(len(dataset.train_labels))
-        key = content_key({"dataset": dataset.name, "n": len(dataset.train_labels), "seed": seed, **protocol.cache_key()})
+        key = content_key({"dataset": dataset.name, "n": len(dataset.train_labels), "seed": seed, **classifier_key(protocol)})
         path = context.cache_dir / "fid" / f"domain-{dataset.name}-{key}.pt"
         build = dict(channels=dataset.channels, num_classes=dataset.num_classes, image_size=dataset.image_size)
 

@@ -8,7 +8,6 @@ The training set lives as one tensor on the device: batches are index slices, no
 from __future__ import annotations
 
 from contextlib import nullcontext
-from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -17,6 +16,7 @@ import torch.nn.functional as F
 
 from raysynth.evaluation.augment import dsa_augment
 from raysynth.nets.classifiers import build_classifier
+from raysynth.spec.schema import EvaluationSpec
 
 EpochCallback = Callable[[int, float, nn.Module], None]
 
@@ -24,21 +24,11 @@ EpochCallback = Callable[[int, float, nn.Module], None]
 MEMORY_FORMAT = torch.channels_last
 
 
-@dataclass(frozen=True)
-class ClassifierProtocol:
-    """How one classifier is trained; the same protocol for every training set of a trial."""
-
-    classifier: str = "convnet"
-    width: int | None = None
-    epochs: int = 300
-    lr: float = 0.01
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    batch_size: int = 256
-    augmentation: tuple[str, ...] = ()
-
-    def cache_key(self) -> dict:
-        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+def classifier_key(protocol: EvaluationSpec, policy: tuple[str, ...] = ()) -> dict:
+    """What decides a trained classifier besides its data and seed (part of the cache keys)."""
+    return {"classifier": protocol.classifier, "width": protocol.width, "epochs": protocol.epochs, "lr": protocol.lr,
+            "momentum": protocol.momentum, "weight_decay": protocol.weight_decay, "batch_size": protocol.batch_size,
+            "augmentation": tuple(policy)}
 
 
 def _autocast(device: torch.device):
@@ -47,7 +37,7 @@ def _autocast(device: torch.device):
     return nullcontext()
 
 
-def build_seeded(protocol: ClassifierProtocol, *, channels: int, num_classes: int, image_size: int, seed: int) -> nn.Module:
+def build_seeded(protocol: EvaluationSpec, *, channels: int, num_classes: int, image_size: int, seed: int) -> nn.Module:
     """A classifier initialized from ``seed`` without touching the caller's global RNG state."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -55,11 +45,12 @@ def build_seeded(protocol: ClassifierProtocol, *, channels: int, num_classes: in
                                 image_size=image_size, width=protocol.width)
 
 
-def train_classifier(images: torch.Tensor, labels: torch.Tensor, *, num_classes: int, protocol: ClassifierProtocol,
-                     seed: int, device: torch.device, on_epoch: EpochCallback | None = None,
+def train_classifier(images: torch.Tensor, labels: torch.Tensor, *, num_classes: int, protocol: EvaluationSpec,
+                     seed: int, device: torch.device, policy: tuple[str, ...] = (), on_epoch: EpochCallback | None = None,
                      resume: dict | None = None,
                      on_snapshot: Callable[[int, Callable[[], dict]], None] | None = None) -> nn.Module:
-    """Trains one classifier of ``protocol`` on ``images``/``labels`` and returns it in eval mode.
+    """Trains one classifier of ``protocol`` on ``images``/``labels`` and returns it in eval mode;
+    ``policy``: the differentiable augmentations applied to every batch (``evaluation.augmentation: dsa``).
 
     ``on_snapshot(epoch, make_snapshot)`` is called after every epoch but the last; ``make_snapshot()``
     returns the full training state, and passing it back as ``resume`` continues the run exactly.
@@ -87,8 +78,8 @@ def train_classifier(images: torch.Tensor, labels: torch.Tensor, *, num_classes:
         for start in range(0, n, protocol.batch_size):
             batch = order[start:start + protocol.batch_size]
             x, y = images[batch], labels[batch]
-            if protocol.augmentation:
-                x = dsa_augment(x, generator, protocol.augmentation)
+            if policy:
+                x = dsa_augment(x, generator, policy)
             with _autocast(device):
                 loss = F.cross_entropy(model(x), y)
             optimizer.zero_grad(set_to_none=True)

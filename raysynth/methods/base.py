@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 from abc import ABC, abstractmethod
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, ClassVar, Iterator, Protocol
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator, Protocol
 
 from pydantic import Field
 
@@ -15,6 +17,7 @@ from raysynth.params import Params
 from raysynth.registry import Registry
 
 if TYPE_CHECKING:  # the contract's declarations load without torch (raysynth validate stays fast)
+    import numpy as np
     import torch
 
     from raysynth.checkpointing import MethodCheckpoint
@@ -52,15 +55,16 @@ class CondensationParams(Params):
 @dataclass(frozen=True)
 class FitContext:
     """What a fit gets besides the data: its epochs (``budget.epochs``; what one counts, the method's
-    ``epoch_counts`` says), the device, and the seed of its randomness.
+    ``epoch_counts`` says), the device, and the seed its random streams derive from.
+
+    Randomness comes from named streams (:meth:`torch_rng`, :meth:`numpy_rng`, :meth:`seeded_init`):
+    each is a function of the seed and its name, so adding a stream never shifts another, and a method
+    never touches the global random state it was called with.
 
     ``cache_dir`` (when given) is where a method may keep networks worth training once per machine
     (e.g. a pretrained autoencoder); ``load_dataset(name)`` returns another registered dataset (for
     pretraining on a larger similar set), resolved by the caller with the sweep's data settings.
-
-    ``checkpoint`` (when the caller keeps checkpoints): ``checkpoint.load()`` returns the state the
-    method saved last (None on a fresh start), ``checkpoint.save(make_state)`` keeps a new one; a method
-    that trains for many epochs saves once per epoch so a lost trial resumes mid-training.
+    ``checkpoint`` (when the caller keeps checkpoints) is used through :meth:`resumable`.
     """
 
     epochs: int
@@ -69,6 +73,44 @@ class FitContext:
     checkpoint: "MethodCheckpoint | None" = None
     cache_dir: Path | None = None
     load_dataset: "Callable[[str], ImageDataset] | None" = None
+
+    def seed_for(self, stream: str) -> int:
+        """The seed of the stream called ``stream`` (63 bits of SHA-256 of the fit's seed and the name)."""
+        digest = hashlib.sha256(f"{self.seed}/{stream}".encode()).digest()
+        return int.from_bytes(digest[:8], "little") >> 1
+
+    def torch_rng(self, stream: str) -> torch.Generator:
+        """A CPU ``torch.Generator`` for the named stream (e.g. ``"pairs"``, ``"batches"``)."""
+        import torch
+
+        return torch.Generator().manual_seed(self.seed_for(stream))
+
+    def numpy_rng(self, stream: str) -> np.random.Generator:
+        """A numpy ``Generator`` for the named stream."""
+        import numpy as np
+
+        return np.random.default_rng(self.seed_for(stream))
+
+    @contextmanager
+    def seeded_init(self, stream: str = "init") -> Iterator[None]:
+        """Within: torch's global generator seeded from the named stream (module initialization draws from
+        it); after: the caller's global state, untouched."""
+        import torch
+
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed_for(stream))
+            yield
+
+    def resumable(self, epochs: int, phase: str = "fit", **objects: Any) -> Iterator[int]:
+        """The epochs of one training phase: ``for epoch in context.resumable(n, model=m, optimizer=o, rng=g)``.
+
+        After a restart it restores ``objects`` (modules, optimizers, schedulers, torch generators,
+        tensors trained in place) and continues after the last saved epoch; after each epoch it offers
+        their state to the trial's checkpoint (saved when one is due). A fit with several phases names
+        each (``phase="encoder"``, ``phase="glo"``), in the order they run."""
+        from raysynth.checkpointing import resumable
+
+        return resumable(self.checkpoint, epochs, phase, objects)
 
 
 class Report(Protocol):
@@ -139,9 +181,3 @@ def register_method(name: str) -> Callable[[type[Method]], type[Method]]:
 def report_due(step: int, total: int, times: int = 50) -> bool:
     """Whether ``step`` of ``total`` is one of about ``times`` evenly spaced reports (the last always is)."""
     return step == total or step % max(1, total // times) == 0
-
-
-def seeded_generator(context: FitContext, offset: int = 0) -> torch.Generator:
-    import torch
-
-    return torch.Generator().manual_seed(context.seed * 7919 + offset)

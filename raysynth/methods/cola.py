@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 
-from raysynth.methods.base import FitContext, Intent, Method, Report, SyntheticSet, register_method, seeded_generator
+from raysynth.methods.base import FitContext, Intent, Method, Report, SyntheticSet, register_method
 from raysynth.methods.scola import decode, fit_glo
 from raysynth.nets.settings import GloParams
 
@@ -60,13 +60,13 @@ def cluster_images(params: ColaParams, images: torch.Tensor, clusters: int, cont
 
     from raysynth.nets.classifiers import ClusterEncoder
 
-    device, generator = context.device, seeded_generator(context, 31)
+    device, generator = context.device, context.torch_rng("encoder batches")
     targets, components = mixture_targets(len(images), clusters, params.target_std, generator)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(context.seed)
+    with context.seeded_init("encoder init"):
         encoder = ClusterEncoder(params.encoder, images.shape[1], clusters, images.shape[-1]).to(device)
     optimizer = torch.optim.SGD(encoder.parameters(), lr=params.encoder_lr, momentum=0.9, weight_decay=5e-4)
-    for epoch in range(1, params.encoder_epochs + 1):
+    for epoch in context.resumable(params.encoder_epochs, phase="encoder", encoder=encoder, optimizer=optimizer,
+                                   targets=targets, components=components, rng=generator):
         order, total = torch.randperm(len(images), generator=generator), 0.0
         rotation_epoch = params.rotation and epoch % 2 == 0
         for begin in range(0, len(images), 128):
@@ -107,7 +107,6 @@ class COLA(Method):
     epoch_counts = "GLO epochs over the clustered images (codes and generator)"
 
     def fit(self, split, context: FitContext, report: Report) -> SyntheticSet:
-        import numpy as np
         import torch
         import torch.nn.functional as F
 
@@ -115,13 +114,13 @@ class COLA(Method):
 
         params, dataset = self.params, split.dataset
         clusters = split.num_classes
-        chosen = torch.randperm(len(dataset.train_labels), generator=seeded_generator(context, 30))[: params.images]
+        chosen = torch.randperm(len(dataset.train_labels), generator=context.torch_rng("images"))[: params.images]
         images, labels = dataset.normalize(dataset.train_images[chosen]), dataset.train_labels[chosen]
         targets, components = cluster_images(params, images, clusters, context, report)
-        model, content = fit_glo(params, split, context, report, images, targets, seed_offset=1)
+        model, content = fit_glo(params, split, context, report, images, targets)
         mapping, purity = majority_mapping(components, labels, clusters, split.num_classes)
         gaussians = fit_content_gaussians(content, components, clusters, params.sampling.cov)
-        rng = np.random.default_rng(context.seed * 7919 + 31)
+        rng = context.numpy_rng("content samples")
         codes, new_labels = [], []
         for k, gaussian in enumerate(gaussians):
             if gaussian is None:

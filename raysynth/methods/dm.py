@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from pydantic import Field
 
 from raysynth.methods.base import (CondensationParams, FitContext, Intent, Method, Report, SyntheticSet,
-                                    register_method, report_due, seeded_generator)
+                                    register_method, report_due)
 
 if TYPE_CHECKING:  # annotations only: the module loads without torch (raysynth validate stays fast)
     import torch
@@ -61,7 +61,7 @@ class DistributionMatching(Method):
 
         params, device, dataset = self.params, context.device, split.dataset
         per_class = params.per_class(split)
-        generator = seeded_generator(context, 9)
+        generator = context.torch_rng("batches")
         all_images = dataset.normalize(dataset.train_images)
         by_class = [torch.nonzero(dataset.train_labels == c).flatten() for c in range(split.num_classes)]
         start_images, labels = split.random_subset(per_class, seed_offset=2)  # DM initializes from real samples
@@ -69,16 +69,8 @@ class DistributionMatching(Method):
         optimizer = torch.optim.SGD([synthetic], lr=params.lr_img, momentum=0.5)
         policy = policy_for(dataset.name) if params.augment else ()
         class_masks = [labels.to(device) == c for c in range(split.num_classes)]
-        start = 1
-        saved = context.checkpoint.load() if context.checkpoint else None
-        if saved is not None:
-            with torch.no_grad():
-                synthetic.copy_(saved["images"])
-            optimizer.load_state_dict(saved["optimizer"])
-            generator.set_state(saved["generator"])
-            start = saved["iteration"] + 1
         iterations = params.iterations or context.epochs
-        for iteration in range(start, iterations + 1):
+        for iteration in context.resumable(iterations, images=synthetic, optimizer=optimizer, generator=generator):
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(int(torch.randint(2**31 - 1, (1,), generator=generator)))
                 net = build_classifier("convnet", channels=split.channels, num_classes=split.num_classes,
@@ -94,8 +86,4 @@ class DistributionMatching(Method):
             optimizer.step()
             if report_due(iteration, iterations):
                 report(iteration, loss=loss.item())
-            if context.checkpoint is not None:
-                context.checkpoint.save(lambda iteration=iteration: {
-                    "images": synthetic.detach().cpu(), "optimizer": optimizer.state_dict(),
-                    "generator": generator.get_state(), "iteration": iteration})
         return SyntheticSet(synthetic.detach().cpu(), labels.clone())

@@ -16,8 +16,7 @@ from typing import TYPE_CHECKING, ClassVar
 from pydantic import Field
 
 from raysynth.errors import RaysynthError
-from raysynth.methods.base import (FitContext, Intent, Method, Report, SyntheticSet, register_method, report_due,
-                                   seeded_generator)
+from raysynth.methods.base import (FitContext, Intent, Method, Report, SyntheticSet, register_method, report_due)
 from raysynth.nets.settings import EieParams, GanLoss, GanParams
 
 if TYPE_CHECKING:  # annotations only: the module loads without torch (raysynth validate stays fast)
@@ -59,21 +58,20 @@ class ImageGan(Method):
         signed = (dataset.denormalize(images) * 2 - 1).to(device)  # G ends in tanh: train in [-1, 1]
         groups = ([(c, torch.nonzero(labels == c).flatten()) for c in range(split.num_classes)]
                   if params.conditional == "per_class" else [(None, torch.arange(len(labels)))])
-        generator = seeded_generator(context, 3)
-        saved = (context.checkpoint.load() if context.checkpoint else None) or {}
-        out_images, out_labels = [], []
+        generator = context.torch_rng("batches")
+        # one GAN per group, trained in turn: a restart keeps the groups already made (their images and
+        # the random stream after them) and continues with the next
+        done = (context.checkpoint.load("groups") if context.checkpoint else None) or {"images": [], "labels": []}
+        out_images, out_labels = list(done["images"]), list(done["labels"])
+        if out_images:
+            generator.set_state(done["generator"])
         for index, (cls, members) in enumerate(groups):
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(context.seed * 1000 + index)
+            if index < len(out_images):
+                continue
+            with context.seeded_init(f"networks {index}"):
                 g = DCGANGenerator(split.channels, split.image_size, params.noise_dim, params.width).to(device)
                 d = DCGANDiscriminator(split.channels, split.image_size, self.discriminator_outputs(), params.width).to(device)
-            if index in saved.get("done", {}):
-                g.load_state_dict(saved["done"][index])
-            else:
-                self._train(g, d, signed[members], context, report, index, generator)
-                saved.setdefault("done", {})[index] = {k: v.detach().cpu() for k, v in g.state_dict().items()}
-                if context.checkpoint is not None:
-                    context.checkpoint.save(lambda: saved)
+            self._train(g, d, signed[members], context, report, index, generator)
             count = params.samples_per_class * (1 if cls is not None else split.num_classes)
             g.eval()
             with torch.no_grad():
@@ -81,10 +79,15 @@ class ImageGan(Method):
                 made = torch.cat([g(noise[i:i + 512]) for i in range(0, count, 512)]).cpu()
             out_images.append(dataset.normalize(((made + 1) / 2).clamp(0, 1)))
             out_labels.append(torch.full((count,), cls) if cls is not None else self._label(out_images[-1], split, context))
+            if context.checkpoint is not None:
+                context.checkpoint.save(lambda: {"images": out_images, "labels": out_labels,
+                                                 "generator": generator.get_state()}, "groups", final=True)
         return SyntheticSet(torch.cat(out_images), torch.cat(out_labels),
                             {"labels_from_domain_classifier": float(params.conditional == "none")})
 
     def _train(self, g, d, real: torch.Tensor, context: FitContext, report: Report, index: int, generator) -> None:
+        from functools import partial
+
         import torch
 
         from raysynth.nets.gan import train_gan
@@ -101,7 +104,8 @@ class ImageGan(Method):
             if report_due(step, context.epochs, 20):
                 report(index * context.epochs + step, g_loss=g_loss, d_loss=d_loss)
 
-        train_gan(g, d, real_batch, noise, self.settings(), context.epochs, on_step=on_step)
+        train_gan(g, d, real_batch, noise, self.settings(), context.epochs, on_step=on_step,
+                  loop=partial(context.resumable, phase=f"group {index}", rng=generator))
 
     def _label(self, images: torch.Tensor, split, context: FitContext) -> torch.Tensor:
         """Labels of an unconditional model's samples: the domain classifier (the FID network)."""

@@ -16,7 +16,7 @@ from pydantic import Field, ValidationInfo, field_validator
 
 from raysynth.errors import RaysynthError, SpecError
 from raysynth.methods.base import (FitContext, Intent, Method, Params, Report, SyntheticSet, register_method,
-                                   report_due, seeded_generator)
+                                   report_due)
 from raysynth.methods.classic_augmentation import classic_reference
 from raysynth.nets.settings import (AttentionParams, AutoencoderParams, ExpanderParams, LossParams, check_heads,
                                     check_patch)
@@ -89,7 +89,7 @@ class ExpansiveSynthesis(Method):
         import torch.nn.functional as F
 
         params, dataset = self.params, split.dataset
-        generator = seeded_generator(context, 11)
+        generator = context.torch_rng("pretraining images")
         if params.pretrain == "remainder":
             images = split.remainder[0]  # the labels are never read
             identity = {"source": "remainder", "dataset": dataset.name, "split_seed": split.seed,
@@ -113,7 +113,7 @@ class ExpansiveSynthesis(Method):
         images, identity = self._pretraining_images(split, context)
         return pretrained_autoencoder(build, images, settings={**identity, "ae": params.ae.model_dump()},
                                       epochs=params.pretrain_epochs, kl_weight=params.ae.kl_weight, device=context.device,
-                                      seed=context.seed, cache_dir=context.cache_dir,
+                                      seed=context.seed_for("pretraining"), cache_dir=context.cache_dir,
                                       on_epoch=lambda epoch, loss: report(epoch, pretrain_re=loss))
 
     # -- fine-tuning and expansion ------------------------------------------------------------------
@@ -135,8 +135,7 @@ class ExpansiveSynthesis(Method):
             return KoopmanAutoencoder(split.channels, split.image_size, params.ae.latent_channels, params.ae.depth,
                                       params.ae.variational, params.ae.width, params.ae.film)
 
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(context.seed)  # module initialization draws from the global generator
+        with context.seeded_init():
             if params.pretrain == "none":
                 autoencoder = build()  # no larger set: every weight is trained on X
             else:
@@ -155,21 +154,12 @@ class ExpansiveSynthesis(Method):
         trainable = [p for p in modules.parameters() if p.requires_grad and id(p) not in graph_ids]
         optimizer = torch.optim.Adam(trainable, lr=params.lr)
         graph_optimizer = torch.optim.Adam(graph_parameters, lr=params.lr * 10) if graph_parameters else None
-        generator = seeded_generator(context, 1)
-
-        start = 1
-        saved = context.checkpoint.load() if context.checkpoint else None
-        if saved is not None:
-            modules.load_state_dict(saved["modules"])
-            optimizer.load_state_dict(saved["optimizer"])
-            if graph_optimizer is not None:
-                graph_optimizer.load_state_dict(saved["graph_optimizer"])
-            generator.set_state(saved["generator"])
-            start = saved["epoch"] + 1
+        generator = context.torch_rng("fine-tuning")
 
         classes = [torch.nonzero(labels == c).flatten() for c in range(num_classes)]
         loss = params.loss
-        for epoch in range(start, context.epochs + 1):
+        for epoch in context.resumable(context.epochs, modules=modules, optimizer=optimizer,
+                                       graph_optimizer=graph_optimizer, generator=generator):
             modules.train()
             reconstruction, latents = reconstruction_loss(autoencoder, images, params.ae.kl_weight, generator)
             new, new_labels = [], []
@@ -200,11 +190,6 @@ class ExpansiveSynthesis(Method):
                 metrics["graph_objective"] = objective.item() / num_classes
             if report_due(epoch, context.epochs, 100):
                 report(epoch, **metrics)
-            if context.checkpoint is not None:
-                context.checkpoint.save(lambda epoch=epoch: {
-                    "epoch": epoch, "modules": modules.state_dict(), "optimizer": optimizer.state_dict(),
-                    "graph_optimizer": graph_optimizer.state_dict() if graph_optimizer else None,
-                    "generator": generator.get_state()})
         return self._expand(split, autoencoder, expander, generator, device)
 
     def _expand(self, split, autoencoder: KoopmanAutoencoder, expander: Expander, generator: torch.Generator,

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from pydantic import Field, field_validator
 
 from raysynth.methods.base import (CondensationParams, FitContext, Intent, Method, Report, SyntheticSet,
-                                    register_method, report_due, seeded_generator)
+                                    register_method, report_due)
 from raysynth.nets.settings import AttentionParams, AutoencoderParams, LossParams, check_heads, check_patch
 
 if TYPE_CHECKING:  # annotations only: the module loads without torch (raysynth validate stays fast)
@@ -61,7 +61,7 @@ class Koopcon(Method):
         params, device, dataset = self.params, context.device, split.dataset
         per_class = params.per_class(split)
         num_classes = split.num_classes
-        generator = seeded_generator(context, 4)
+        generator = context.torch_rng("batches")
         all_images = dataset.normalize(dataset.train_images)
 
         def build() -> KoopmanAutoencoder:
@@ -70,11 +70,10 @@ class Koopcon(Method):
                                       ae.width, ae.film)
 
         subset = torch.randperm(len(all_images), generator=generator)[: params.ae_images]
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(context.seed)
+        with context.seeded_init():
             autoencoder = pretrained_autoencoder(build, all_images[subset], settings={"dataset": dataset.name, "ae": params.ae.model_dump(),
                                                  "whole_training_set": True}, epochs=params.ae_epochs,
-                                                 kl_weight=params.ae.kl_weight, device=device, seed=context.seed,
+                                                 kl_weight=params.ae.kl_weight, device=device, seed=context.seed_for("pretraining"),
                                                  cache_dir=context.cache_dir, on_epoch=lambda e, loss: report(e, ae_re=loss))
             size = autoencoder.latent_size
             attention = LatentAttention(params.attention.variant, params.ae.latent_channels, size, params.attention.patch,
@@ -89,15 +88,8 @@ class Koopcon(Method):
         optimizer = torch.optim.Adam(modules.parameters(), lr=params.lr)
         by_class = [torch.nonzero(dataset.train_labels == c).flatten() for c in range(num_classes)]
         new_labels = torch.arange(num_classes).repeat_interleave(per_class).to(device)
-        start = 1
-        saved = context.checkpoint.load() if context.checkpoint else None
-        if saved is not None:
-            modules.load_state_dict(saved["modules"])
-            optimizer.load_state_dict(saved["optimizer"])
-            generator.set_state(saved["generator"])
-            start = saved["epoch"] + 1
         loss = params.loss
-        for epoch in range(start, context.epochs + 1):
+        for epoch in context.resumable(context.epochs, modules=modules, optimizer=optimizer, generator=generator):
             batch = torch.cat([members[torch.randint(len(members), (params.batch_per_class,), generator=generator)]
                                for members in by_class])
             images, labels = all_images[batch].to(device), dataset.train_labels[batch].to(device)
@@ -116,9 +108,6 @@ class Koopcon(Method):
             if report_due(epoch, context.epochs, 100):
                 report(epoch, loss=total.item(), re=reconstruction.item(), ce=cross_entropy.item(), w=wasserstein.item(),
                        cov=covariance.item())
-            if context.checkpoint is not None:
-                context.checkpoint.save(lambda epoch=epoch: {"epoch": epoch, "modules": modules.state_dict(),
-                                                            "optimizer": optimizer.state_dict(), "generator": generator.get_state()})
         with torch.no_grad():
             modules.eval()
             batch = torch.cat([members[torch.randperm(len(members), generator=generator)[: 4 * params.batch_per_class]]

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import Field
 
 from raysynth.methods.base import (FitContext, Intent, Method, Params, Report, SyntheticSet, register_method,
-                                    report_due, seeded_generator)
+                                    report_due)
 from raysynth.methods.classic_augmentation import classic_reference
 
 if TYPE_CHECKING:  # annotations only: the module loads without torch (raysynth validate stays fast)
@@ -146,8 +146,8 @@ class LearnedAugmentation(Method):
         images, labels = split.fewshot
         unit = dataset.denormalize(images).to(device)  # warped in [0, 1]: the frame's outside is background
         family = TransformFamily(params, split.image_size)
-        generator = seeded_generator(context, 5)
-        rng = np.random.default_rng(context.seed * 7919 + 5)
+        generator = context.torch_rng("pairs")
+        rng = context.numpy_rng("tangents")
 
         pairs = torch.cat([ordered_pairs(torch.nonzero(labels == c).flatten(), params.fit.max_pairs, generator)
                            for c in range(split.num_classes)])

@@ -9,12 +9,12 @@ classifier trains on "Mix": the real images plus synthetic ones making up `mix_r
 
 from __future__ import annotations
 
+from functools import partial
 from typing import TYPE_CHECKING
 
 from pydantic import Field
 
-from raysynth.methods.base import (FitContext, Intent, Method, Report, SyntheticSet, register_method, report_due,
-                                    seeded_generator)
+from raysynth.methods.base import (FitContext, Intent, Method, Report, SyntheticSet, register_method, report_due)
 from raysynth.nets.settings import GloParams
 
 if TYPE_CHECKING:  # annotations only: the module loads without torch (raysynth validate stays fast)
@@ -35,17 +35,15 @@ def build_generator(params: GloParams, code_dim: int, channels: int, image_size:
 
 
 def fit_glo(params: GloParams, split, context: FitContext, report: Report, images: torch.Tensor,
-            cluster_codes: torch.Tensor, seed_offset: int = 0):
+            cluster_codes: torch.Tensor):
     """Trains G and content codes on ``images`` (normalized) with fixed ``cluster_codes``; returns (G, content)."""
-    import torch
 
     from raysynth.nets.glo import initial_content, reconstruction_criterion, train_glo
 
     dataset, device = split.dataset, context.device
-    generator = seeded_generator(context, 21 + seed_offset)
+    generator = context.torch_rng("glo batches")
     signed = dataset.denormalize(images) * 2 - 1  # G ends in tanh
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(context.seed + seed_offset)
+    with context.seeded_init("glo init"):
         model = build_generator(params, cluster_codes.shape[1] + params.latent.dim, split.channels, split.image_size).to(device)
     criterion = reconstruction_criterion(params.loss.kind, split.image_size, params.loss.vgg_weights, device)
     content = initial_content(len(images), params.latent.dim, params.latent.sigma, generator)
@@ -56,8 +54,8 @@ def fit_glo(params: GloParams, split, context: FitContext, report: Report, image
 
     content = train_glo(model, cluster_codes, content, signed, criterion=criterion, epochs=context.epochs,
                         batch_size=params.batch_size, lr_generator=params.lr_generator, lr_codes=params.lr_codes,
-                        device=device, seed_generator=generator,
-                        on_epoch=on_epoch)
+                        device=device, seed_generator=generator, on_epoch=on_epoch,
+                        loop=partial(context.resumable, phase="glo"))
     return model, content
 
 
@@ -77,7 +75,6 @@ class SCOLA(Method):
     epoch_counts = "GLO epochs over the few-shot set (codes and generator)"
 
     def fit(self, split, context: FitContext, report: Report) -> SyntheticSet:
-        import numpy as np
         import torch
         import torch.nn.functional as F
 
@@ -88,7 +85,7 @@ class SCOLA(Method):
         onehot = F.one_hot(labels, split.num_classes).float()
         model, content = fit_glo(params, split, context, report, images, onehot)
         gaussians = fit_content_gaussians(content, labels, split.num_classes, params.sampling.cov)
-        rng = np.random.default_rng(context.seed * 7919 + 21)
+        rng = context.numpy_rng("content samples")
         codes, new_labels = [], []
         for c, gaussian in enumerate(gaussians):
             members = int((labels == c).sum())

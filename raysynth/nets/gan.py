@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterable
 
 import torch
 import torch.nn.functional as F
@@ -158,21 +158,21 @@ def generator_loss(settings: GanSettings, real_out: torch.Tensor, fake_out: torc
 
 def train_gan(generator: nn.Module, discriminator: nn.Module, real_batch: Callable[[int], torch.Tensor],
               noise: Callable[[int], torch.Tensor], settings: GanSettings, steps: int, *,
-              on_step: Callable[[int, float, float], None] = lambda step, g, d: None, start: int = 1,
-              optimizers: tuple | None = None) -> tuple:
+              on_step: Callable[[int, float, float], None] = lambda step, g, d: None,
+              loop: Callable[..., Iterable[int]] = lambda steps, **state: range(1, steps + 1)) -> None:
     """``steps`` generator updates, each after ``settings.d_steps`` discriminator updates (Adam,
     betas (0.5, 0.999) as DCGAN). A discriminator without parameters (``nn.Identity``: the energy in
-    data space, the paper's section 2.3) is not trained. Returns the two optimizers (for checkpoints)."""
+    data space, the paper's section 2.3) is not trained. ``loop(steps, **state)`` yields the step
+    numbers (a fit passes ``FitContext.resumable``, which restores and checkpoints ``state``)."""
     trains_discriminator = any(True for _ in discriminator.parameters())
-    if optimizers is None:
-        optimizers = (torch.optim.Adam(generator.parameters(), lr=settings.lr_generator, betas=(0.5, 0.999)),
-                      torch.optim.Adam(discriminator.parameters(), lr=settings.lr_discriminator, betas=(0.5, 0.999))
-                      if trains_discriminator else None)
-    g_optimizer, d_optimizer = optimizers
+    g_optimizer = torch.optim.Adam(generator.parameters(), lr=settings.lr_generator, betas=(0.5, 0.999))
+    d_optimizer = (torch.optim.Adam(discriminator.parameters(), lr=settings.lr_discriminator, betas=(0.5, 0.999))
+                   if trains_discriminator else None)
     generator.train()
     discriminator.train()
     d_loss = torch.tensor(float("nan"))
-    for step in range(start, steps + 1):
+    for step in loop(steps, generator=generator, discriminator=discriminator, g_optimizer=g_optimizer,
+                     d_optimizer=d_optimizer):
         for _ in range(settings.d_steps if trains_discriminator else 0):
             real = real_batch(settings.batch_size)
             with torch.no_grad():
@@ -187,4 +187,3 @@ def train_gan(generator: nn.Module, discriminator: nn.Module, real_batch: Callab
         g_loss.backward()
         g_optimizer.step()
         on_step(step, g_loss.item(), d_loss.item())
-    return optimizers

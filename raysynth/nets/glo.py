@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Callable, Iterable, Literal
 
 import numpy as np
 import torch
@@ -135,10 +135,11 @@ def sample_content(gaussian: Gaussian, count: int, rng: np.random.Generator) -> 
 
 def train_glo(generator: nn.Module, cluster_codes: torch.Tensor, content: torch.Tensor, images: torch.Tensor, *,
               criterion, epochs: int, batch_size: int, lr_generator: float, lr_codes: float, device: torch.device,
-              seed_generator: torch.Generator, on_epoch: Callable[[int, float], None] = lambda epoch, loss: None
-              ) -> torch.Tensor:
+              seed_generator: torch.Generator, on_epoch: Callable[[int, float], None] = lambda epoch, loss: None,
+              loop: Callable[..., Iterable[int]] = lambda epochs, **state: range(1, epochs + 1)) -> torch.Tensor:
     """Jointly optimizes G and the content codes (Adam, lr halved every 50 epochs); after each epoch the
     content codes are renormalized to unit length (the cluster part is fixed and already unit).
+    ``loop(epochs, **state)`` yields the epoch numbers (a fit passes ``FitContext.resumable``).
     Returns the content codes."""
     content = content.clone().to(device).requires_grad_()
     cluster_codes, images = cluster_codes.to(device), images.to(device)
@@ -146,7 +147,8 @@ def train_glo(generator: nn.Module, cluster_codes: torch.Tensor, content: torch.
                                   {"params": [content], "lr": lr_codes}])
     schedule = torch.optim.lr_scheduler.StepLR(optimizer, step_size=50, gamma=0.5)
     generator.train()
-    for epoch in range(1, epochs + 1):
+    for epoch in loop(epochs, generator=generator, content=content, optimizer=optimizer, schedule=schedule,
+                      rng=seed_generator):
         order = torch.randperm(len(images), generator=seed_generator).to(device)
         total = 0.0
         for begin in range(0, len(images), batch_size):

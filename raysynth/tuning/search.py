@@ -85,7 +85,7 @@ def make_searcher(spec: SweepSpec, name: str) -> RaysynthOptunaSearch:
     metrics, modes = spec.tune.metrics, spec.tune.modes
     storage = optuna.storages.RDBStorage(spec.tune.study_storage) if spec.tune.study_storage else None
     return RaysynthOptunaSearch(
-        space=DefineByRun(dict(spec.search), dict(spec.params)),
+        space=DefineByRun(dict(spec.search), spec.params.to_data()),
         metric=metrics if len(metrics) > 1 else metrics[0],
         mode=modes if len(modes) > 1 else modes[0],
         sampler=make_sampler(spec),

@@ -21,7 +21,7 @@ import yaml
 
 from raysynth.errors import RaysynthError
 from raysynth.metrics import PROBE_METRIC, PROBE_TIME
-from raysynth.spec import SweepSpec, flatten, steps
+from raysynth.spec import SweepSpec, flatten
 from raysynth.tracking import Tracker, git_commit, redact, redact_uri
 
 MAIN_STEP = "main"  # the step name of a space without an ablation ladder
@@ -46,7 +46,7 @@ class SweepOutcome:
 
 def plan_groups(spec: SweepSpec) -> tuple[dict[str, SweepSpec], list[TrialGroup]]:
     """The specs of every step by name, and the groups of trials that run them."""
-    step_specs = {(name if name is not None else MAIN_STEP): step for name, step in steps(spec)}
+    step_specs = {(name if name is not None else MAIN_STEP): step for name, step in spec.steps()}
     unsearched = [name for name, step in step_specs.items() if not step.search]
     groups = [TrialGroup("grid", unsearched)] if unsearched else []
     groups += [TrialGroup(f"search-{name}", [name], step, role="search") for name, step in step_specs.items() if step.search]

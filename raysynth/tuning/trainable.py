@@ -7,9 +7,10 @@ driver, which cannot upload the sample grids a trial draws.
 
 from __future__ import annotations
 
+import pickle
 import sys
 import tempfile
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -25,7 +26,7 @@ from raysynth.tuning.sweep import CONFIRM_SEED
 from raysynth.data import ImageDataset, Split
 from raysynth.methods import SyntheticSet
 from raysynth.runner import run_trial
-from raysynth.spec import SweepSpec, flatten, with_sampled
+from raysynth.spec import SweepSpec, flatten
 from raysynth.tracking import Tracker, redact
 from raysynth.visualize import save_sample_grid
 
@@ -45,6 +46,17 @@ class SweepContext:
 
     def tracker(self) -> Tracker:
         return Tracker(self.tracking_uri)
+
+    def __reduce__(self):
+        # A step spec's params may be a plugin's model, pickled by reference to the plugin's module: a
+        # worker imports the plugins first, then reads the rest (which is why they travel apart).
+        rest = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "plugins"}
+        return _restore_context, (self.plugins, pickle.dumps(rest))
+
+
+def _restore_context(plugins: tuple[Plugin, ...], rest: bytes) -> SweepContext:
+    load_plugins(plugins)
+    return SweepContext(plugins=plugins, **pickle.loads(rest))
 
 
 def trial_key(sweep_id: str, group: str, trial_id: str) -> str:
@@ -113,11 +125,11 @@ def train_trial(config: dict[str, Any], *, context: SweepContext, datasets: Mapp
                 group: str, step: str | None = None, role: str = "grid") -> None:
     """Runs one trial: ``config`` holds the sampled params (dotted keys) and, in a ladder grid, the step;
     a confirmation trial's config also holds the one fresh seed it runs instead of ``seeds``."""
-    load_plugins(context.plugins)  # before any name is resolved in this worker
     sampled = {k: v for k, v in config.items() if k not in ("step", CONFIRM_SEED)}
     step_name = config.get("step", step)
-    spec = with_sampled(context.step_specs[step_name], sampled,
-                        seeds=[config[CONFIRM_SEED]] if CONFIRM_SEED in config else None)
+    spec = context.step_specs[step_name].with_params(sampled)
+    if CONFIRM_SEED in config:
+        spec = spec.with_seeds([config[CONFIRM_SEED]])
     resources = tune.get_context().get_trial_resources()
     cpus = max(1, int(resources.required_resources.get("CPU", 1))) if resources else 1
     torch.set_num_threads(cpus)
