@@ -26,6 +26,9 @@ from raysynth.spec import build_spec, resolve_defaults
 
 
 class _Quiet:
+    def on_seed_start(self, seed):
+        pass
+
     def on_progress(self, seed, step, metrics):
         pass
 

@@ -73,6 +73,9 @@ def cmd_run(args) -> int:
     out = Path(args.out) if args.out else None
 
     class Observer:
+        def on_seed_start(self, seed):
+            pass
+
         def on_progress(self, seed, step, metrics):
             pass
 
@@ -93,8 +96,11 @@ def cmd_sweep(args) -> int:
     spec = only_steps(load_spec(args.space, args.assignments), args.only)
     if args.address is None:
         _check_device(spec)
-    run_sweep(spec, address=args.address, resume=args.resume, log=_log)
-    return 0
+    import shlex
+
+    command = shlex.join(["raysynth", *args.argv])
+    outcome = run_sweep(spec, address=args.address, resume=args.resume, log=_log, verbose=args.verbose, command=command)
+    return 1 if outcome.failures else 0
 
 
 def _tracking_uri(args) -> str:
@@ -157,6 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--resume", action="store_true", help="continue the latest interrupted sweep of this experiment")
     sweep.add_argument("--only", action="append", default=[], metavar="STEP",
                        help="run only this ablation step (repeatable); default: the whole ladder")
+    sweep.add_argument("-v", "--verbose", action="store_true",
+                       help="also show Ray's and Tune's own output, the workers' logs and every probe")
     sweep.set_defaults(handler=cmd_sweep)
 
     run = verbs.add_parser("run", help="one trial in-process (no Ray); metrics as JSON on the last stdout line")
@@ -182,7 +190,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     ui = verbs.add_parser("ui", help="start the MLflow UI on the tracking store")
     ui.add_argument("--tracking-uri", default=None)
-    ui.add_argument("--host", default="127.0.0.1")
+    ui.add_argument("--host", default="127.0.0.1",
+                    help="address to bind (default 127.0.0.1, this machine only); anything else exposes every run, "
+                         "parameter and artifact to the network without authentication")
     ui.add_argument("--port", type=int, default=5000)
     ui.set_defaults(handler=cmd_ui)
 
@@ -196,6 +206,7 @@ def main(argv: list[str] | None = None) -> int:
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # progress bars garble the log
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
         return args.handler(args)
     except RaysynthError as error:
@@ -203,7 +214,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"raysynth {args.verb}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"raysynth {args.verb}: interrupted", file=sys.stderr)
+        hint = "; continue it with the same command and --resume" if args.verb == "sweep" else ""
+        print(f"raysynth {args.verb}: interrupted{hint}", file=sys.stderr)
         return 130
 
 

@@ -7,7 +7,12 @@ from typing import Iterable
 
 
 class RaysynthError(Exception):
-    """Base class of raysynth's errors; the CLI prints their message on one line and exits 2."""
+    """Base class of raysynth's errors; the CLI prints their message on one line and exits 2.
+
+    Raised inside a trial, a RaysynthError is deterministic (a bad configuration, a non-finite loss
+    under a fixed seed): the trial fails at once and is not retried. Every subclass pickles with its
+    message, so Ray can carry it from a worker to the driver.
+    """
 
 
 class SpecError(RaysynthError):
@@ -17,8 +22,11 @@ class SpecError(RaysynthError):
     """
 
     def __init__(self, key: str, message: str):
-        self.key = key
+        self.key, self.message = key, message
         super().__init__(f"`{key}`: {message}" if key else message)
+
+    def __reduce__(self):
+        return type(self), (self.key, self.message)
 
 
 class UnknownNameError(RaysynthError):
@@ -30,7 +38,7 @@ class DatasetUnavailableError(RaysynthError):
 
 
 class NonFiniteLossError(RaysynthError):
-    """A method's training loss became NaN or infinite."""
+    """A loss (a method's, or an evaluation classifier's), an output or a metric became NaN or infinite."""
 
 
 def did_you_mean(word: object, known: Iterable[str]) -> str:

@@ -23,6 +23,7 @@ class Metric:
     split: Split
     seed_spread: bool = False  # report `<name>_seed_std` over the trial's seeds
     description: str = ""
+    decimals: int = 2  # what MLflow shows (percentages and points: 2; a Fréchet distance: 3)
 
 
 def _accuracy_pair(name: str, description: str, seed_spread: bool = True) -> list[Metric]:
@@ -41,8 +42,8 @@ METRICS: dict[str, Metric] = {m.name: m for m in [
     Metric("gain_vs_repeated", "max", "test", True, "accuracy - repeated_accuracy (points)"),
     Metric("val_gain_vs_repeated", "max", "validation", True, "val_accuracy - val_repeated_accuracy (points)"),
     Metric("gain_vs_classic", "max", "test", True, "accuracy - classic_accuracy (points)"),
-    Metric("fid", "min", "test", True, "Fréchet distance, synthetic vs real test images"),
-    Metric("val_fid", "min", "validation", True, "Fréchet distance, synthetic vs validation images"),
+    Metric("fid", "min", "test", True, "Fréchet distance, synthetic vs real test images", 3),
+    Metric("val_fid", "min", "validation", True, "Fréchet distance, synthetic vs validation images", 3),
     Metric("probe/val_accuracy", "max", "validation", False, "first classifier's validation accuracy during training"),
 ]}
 
@@ -64,6 +65,16 @@ def validation_counterpart(name: str) -> str | None:
 
 def seed_spread_metrics() -> list[str]:
     return [m.name for m in METRICS.values() if m.seed_spread]
+
+
+def rounded(metrics: dict[str, float]) -> dict[str, float]:
+    """Contract metrics (and their ``_seed_std``) rounded to their table's decimals, for what MLflow shows
+    (a rounding of 0.005 points is far below any seed spread); Tune and the searcher get full values."""
+    out = {}
+    for name, value in metrics.items():
+        metric = METRICS.get(name.removesuffix("_seed_std"))
+        out[name] = round(value, metric.decimals) if metric is not None else value
+    return out
 
 
 # the feature spaces of `fid` / `val_fid` (evaluation.fid); each registers itself in evaluation/fid.py

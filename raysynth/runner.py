@@ -23,6 +23,9 @@ from raysynth.spec import SweepSpec
 
 
 class TrialObserver(Protocol):
+    def on_seed_start(self, seed: int) -> None:
+        """A seed's work begins (its split, fit and evaluation follow)."""
+
     def on_progress(self, seed: int, step: int, metrics: dict[str, float]) -> None:
         """Intermediate metrics (``train/*`` from the method, ``probe/*`` from the evaluation)."""
 
@@ -108,6 +111,7 @@ def run_trial(spec: SweepSpec, dataset: ImageDataset, observer: TrialObserver,
             log(f"[{spec.method} seed {seed}] finished before the restart")
             per_seed.append(state.seeds_done[seed])
             continue
+        observer.on_seed_start(seed)
         split = make_split(dataset, spec.dataset.images_per_class, seed, spec.dataset.validation_per_class)
         if seed in state.synthetic:
             images, labels, info = state.synthetic[seed]

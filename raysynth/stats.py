@@ -34,9 +34,10 @@ def t_interval(values: Sequence[float], confidence: float = CONFIDENCE) -> tuple
     values = np.asarray(list(values), dtype=float)
     if len(values) < 2:
         return math.nan, math.nan
-    low, high = stats.t.interval(confidence, len(values) - 1, loc=values.mean(), scale=stats.sem(values))
-    if not math.isfinite(low):  # identical values: a zero-width interval
+    spread = stats.sem(values)
+    if not spread > 0:  # identical values: a zero-width interval (scipy would warn and return nan)
         return float(values.mean()), float(values.mean())
+    low, high = stats.t.interval(confidence, len(values) - 1, loc=values.mean(), scale=spread)
     return float(low), float(high)
 
 

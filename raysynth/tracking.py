@@ -25,6 +25,8 @@ from typing import Any, Callable, Mapping
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
+from raysynth.errors import RaysynthError
+
 PARENT_TAG = "mlflow.parentRunId"
 KIND_TAG = "raysynth.kind"
 KEY_TAG = "raysynth.key"
@@ -187,11 +189,30 @@ class Tracker:
     def finish(self, run_id: str, status: str = "FINISHED") -> None:
         self._call("closing a run", self.client.set_terminated, run_id, status)
 
-    def fail(self, run_id: str, error: BaseException) -> None:
-        """Marks the run FAILED with the error's type and message as tags."""
-        message = " ".join(str(error).split())[:4000] or type(error).__name__
-        self.set_tags(run_id, {"error": f"{type(error).__name__}: {message}", "error_type": type(error).__name__})
+    def describe_experiment(self, experiment_id: str, text: str) -> None:
+        """The experiment's description (MLflow shows it above the runs table)."""
+        self._call("describing the experiment", self.client.set_experiment_tag, experiment_id, "mlflow.note.content", text)
+
+    def log_image(self, run_id: str, path: Path, key: str, step: int = 0) -> None:
+        """A PNG as an MLflow image (shown in the run's image views), under ``key`` at ``step``."""
+        from PIL import Image
+
+        with Image.open(path) as image:
+            image.load()
+            self._call("uploading an image", self.client.log_image, run_id, image, key=key, step=step)
+
+    def fail(self, run_id: str, error: BaseException, traceback_text: str | None = None) -> None:
+        """Marks the run FAILED with the one-line reason as tags and the traceback as ``error.txt``."""
+        self.set_tags(run_id, {"error": one_line(error), "error_type": type(error).__name__})
+        if traceback_text:
+            self.log_text(run_id, traceback_text, "error.txt")
         self.finish(run_id, "FAILED")
+
+
+def one_line(error: BaseException, limit: int = 4000) -> str:
+    """``Type: message`` on one line (what a failure table and a run's ``error`` tag show)."""
+    message = " ".join(str(error).split())[:limit]
+    return f"{type(error).__name__}: {message}" if message else type(error).__name__
 
 
 def _is_permanent(error: Exception) -> bool:
@@ -201,11 +222,50 @@ def _is_permanent(error: Exception) -> bool:
                                          "BAD_REQUEST"))
 
 
-def start_ui(tracking_uri: str, host: str = "127.0.0.1", port: int = 5000) -> int:
-    """Runs the MLflow UI on ``tracking_uri`` in the foreground (Ctrl-C stops it)."""
+def start_ui(tracking_uri: str, host: str = "127.0.0.1", port: int = 5000, ready_timeout_s: float = 120) -> int:
+    """Runs the MLflow UI on ``tracking_uri`` in the foreground; prints its URL once it answers. The
+    server runs in a process group of its own, which Ctrl-C or SIGTERM stops whole (its workers too)."""
+    import os
+    import signal
+    import urllib.request
+
     command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", tracking_uri, "--host", host, "--port", str(port)]
-    print(f"MLflow UI on http://{host}:{port} (store {tracking_uri}); Ctrl-C stops it", file=sys.stderr)
+    # MLflow 3's job runner (GenAI jobs: a dozen worker processes) is not needed to browse runs
+    environment = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    server = subprocess.Popen(command, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                              env=environment)
+
+    def stop(signum=None, frame=None) -> None:
+        if server.poll() is None:
+            os.killpg(server.pid, signal.SIGTERM)
+            try:
+                server.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(server.pid, signal.SIGKILL)
+        if signum is not None:
+            raise SystemExit(0)
+
+    previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        return subprocess.call(command)
-    except KeyboardInterrupt:
-        return 0
+        url = f"http://{host}:{port}"
+        deadline = time.monotonic() + ready_timeout_s
+        while server.poll() is None:
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2) as answer:
+                    if answer.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                stop()
+                raise RaysynthError(f"the MLflow UI did not answer on {url} within {ready_timeout_s:.0f} s")
+            time.sleep(0.3)
+        if server.poll() is not None:
+            reason = " ".join((server.stderr.read() or "").split())[-300:]
+            raise RaysynthError(f"the MLflow UI exited ({server.returncode}) before answering on {url}: {reason}")
+        print(f"MLflow UI on {url} (store {redact_uri(tracking_uri)}); Ctrl-C stops it", file=sys.stderr, flush=True)
+        return server.wait()
+    finally:
+        stop()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)

@@ -58,3 +58,33 @@ def test_the_fast_verbs_import_no_torch_ray_or_mlflow(argv):
             f"print(sorted(m for m in {HEAVY!r} if m in sys.modules), file=sys.stderr)")
     result = subprocess.run([sys.executable, "-c", code, *argv], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.stderr.strip().splitlines()[-1] == "[]", result.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_ui_prints_its_url_once_the_server_answers_and_sigterm_stops_it_whole(tmp_path):
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path}/m.db"
+    MlflowClient(uri).create_experiment("browse")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ui = subprocess.Popen([sys.executable, "-m", "raysynth.cli", "ui", "--tracking-uri", uri, "--port", str(port)],
+                          stderr=subprocess.PIPE, text=True)
+    try:
+        line = ui.stderr.readline()  # printed only once the server answers
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as answer:
+            status = answer.status
+    finally:
+        ui.send_signal(signal.SIGTERM)
+        ui.wait(timeout=60)
+    time.sleep(1)
+    left = subprocess.run(["pgrep", "-f", f"--port {port}"], capture_output=True, text=True).stdout.split()
+    assert f"http://127.0.0.1:{port}" in line and status == 200 and not left, (line, left)

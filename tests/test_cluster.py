@@ -97,6 +97,19 @@ def test_trials_run_on_both_workers_and_land_in_the_tracking_server(tmp_path, ca
 
 
 @pytest.mark.slow
+def test_a_sweep_without_address_never_joins_a_cluster_found_on_the_machine(tmp_path, cache_dir, cluster):
+    head, workers = cluster
+    path = space(tmp_path, [{"name": "real", "method": "real"}])
+    uri = f"sqlite:///{tmp_path}/local.db"
+    result = run_cli("sweep", str(path), "--set", f"tracking.uri={uri}", "--set", f"cache_dir={cache_dir}",
+                     "--set", "tune.resources_per_trial.custom={}", cwd=tmp_path, env_extra={"RAY_ADDRESS": head.address})
+    cluster_nodes = {head.head_node.node_id, *(w.node_id for w in workers)}
+    trial, = trial_runs(uri)
+    assert result.returncode == 0 and "a local instance of its own" in result.stderr, result.stderr[-3000:]
+    assert trial.info.status == "FINISHED" and trial.data.tags["node_id"] not in cluster_nodes
+
+
+@pytest.mark.slow
 def test_a_lost_worker_resumes_its_trial_from_a_checkpoint(tmp_path, cluster, start_sweep):
     head, workers = cluster
     uri = f"sqlite:///{tmp_path}/m.db"

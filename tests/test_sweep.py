@@ -51,6 +51,9 @@ def test_quickstart_sweep_selects_on_validation_and_reports_paired_statistics(tm
     result = sweep(tmp_path, REPO / "search_spaces/quickstart.yaml", cache_dir, "tune.num_samples=3",
                    "evaluation.epochs=2", "evaluation.num_eval=1", "evaluation.width=16", uri=uri)
     assert result.returncode == 0, result.stderr[-3000:]
+    terminal = (result.stdout + result.stderr).splitlines()
+    ray_noise = [line for line in terminal if any(mark in line for mark in ("(pid=", "INFO", "WARNING", "╭", "│", "Trial status"))]
+    assert len(terminal) < 60 and not ray_noise, "\n".join(terminal)
     client = MlflowClient(uri)
     parent, = runs(uri, "quickstart", "sweep")
     trials = runs(uri, "quickstart", "trial")
@@ -101,8 +104,10 @@ FAILING_PLUGIN = """
 from pydantic import Field
 from raysynth.methods import Intent, Method, Params, SyntheticSet, register_method
 
+from raysynth.errors import NonFiniteLossError
+
 class BreakableParams(Params):
-    fail: bool = Field(False, description="raise inside fit")
+    fail: str = Field("no", description="no | bug (an unknown error: retried) | nonfinite (deterministic: not retried)")
 
 @register_method("breakable")
 class Breakable(Method):
@@ -110,25 +115,34 @@ class Breakable(Method):
     intent = Intent.GENERATION
 
     def fit(self, split, context, report):
-        if self.params.fail:
+        if self.params.fail == "bug":
             raise RuntimeError("the method broke on purpose")
+        if self.params.fail == "nonfinite":
+            raise NonFiniteLossError("the loss became non-finite on purpose")
         return SyntheticSet(*split.fewshot)
 """
 
 
-def test_a_failing_trial_is_recorded_and_the_sweep_completes(tmp_path, cache_dir):
+def test_failing_trials_are_recorded_retried_only_when_a_retry_can_help_and_fail_the_sweep(tmp_path, cache_dir):
     (tmp_path / "breakable.py").write_text(FAILING_PLUGIN)
     path = space(tmp_path, method="breakable", plugins=["breakable.py"], ablation=[
-        {"name": "ok"}, {"name": "broken", "params": {"fail": True}}])
-    result = sweep(tmp_path, path, cache_dir, "tune.max_failures=0")
+        {"name": "ok"}, {"name": "bug", "params": {"fail": "bug"}}, {"name": "nonfinite", "params": {"fail": "nonfinite"}}],
+        tune={**TINY["tune"], "max_concurrent": 3, "resources_per_trial": {"cpu": 0.5}})
+    result = sweep(tmp_path, path, cache_dir, "tune.max_failures=1")
     by_step = {r.data.tags["ablation_step"]: r for r in runs(f"sqlite:///{tmp_path}/m.db", "t", "trial")}
-    assert result.returncode == 0 and by_step["ok"].info.status == "FINISHED" and \
-        by_step["broken"].info.status == "FAILED" and "broke on purpose" in by_step["broken"].data.tags["error"], \
-        result.stderr[-3000:]
+    table = [line for line in result.stderr.splitlines() if line.startswith("| ") and "on purpose" in line]
+    assert result.returncode == 1 and by_step["ok"].info.status == "FINISHED", result.stderr[-3000:]
+    assert by_step["nonfinite"].info.status == "FAILED" and by_step["nonfinite"].data.tags["attempts"] == "1" and \
+        "non-finite on purpose" in by_step["nonfinite"].data.tags["error"]
+    assert by_step["bug"].info.status == "FAILED" and by_step["bug"].data.tags["attempts"] == "2"
+    assert len(table) == 2 and result.stderr.count("Traceback") <= 1, result.stderr[-3000:]
 
 
-def test_an_interrupted_sweep_resumes_without_rerunning_or_duplicating(tmp_path, cache_dir):
-    steps = [{"name": f"x{ratio}", "method": "classic_augmentation", "params": {"expansion_ratio": ratio}} for ratio in range(2, 8)]
+@pytest.mark.parametrize("interrupt", ["kill -9", "ctrl-c", "ctrl-c twice"])
+def test_an_interrupted_sweep_resumes_without_rerunning_or_duplicating(tmp_path, cache_dir, interrupt):
+    """Ctrl-C (SIGINT to the process group, as a terminal sends it) ends the sweep with 130, tags it
+    interrupted and closes its trials in flight; a second Ctrl-C during the shutdown leaves no process."""
+    steps = [{"name": f"x{ratio}", "method": "classic_augmentation", "params": {"expansion_ratio": ratio}} for ratio in range(2, 6)]
     path = space(tmp_path, ablation=steps, evaluation={**TINY["evaluation"], "epochs": 40},
                  tune={**TINY["tune"], "max_concurrent": 1})
     uri = f"sqlite:///{tmp_path}/m.db"
@@ -142,16 +156,27 @@ def test_an_interrupted_sweep_resumes_without_rerunning_or_duplicating(tmp_path,
         time.sleep(0.25)
         if "Ray:" in log.read_text():  # the driver has created the store; reading it now cannot race its creation
             finished_before = {r.data.tags["raysynth.key"] for r in runs(uri, "t", "trial") if r.info.status == "FINISHED"}
-    os.killpg(driver.pid, signal.SIGKILL)  # the driver and the local Ray it started
-    driver.wait()
+    if interrupt == "kill -9":
+        os.killpg(driver.pid, signal.SIGKILL)  # the driver and the local Ray it started
+        driver.wait()
+    else:
+        os.killpg(driver.pid, signal.SIGINT)
+        if interrupt == "ctrl-c twice":
+            time.sleep(0.5)
+            os.killpg(driver.pid, signal.SIGINT)
+        code = driver.wait(timeout=60)
+        time.sleep(2)
+        left = subprocess.run(["pgrep", "-s", str(driver.pid)], capture_output=True, text=True).stdout.split()
+        sweep_run, = runs(uri, "t", "sweep")
+        in_flight = [r for r in runs(uri, "t", "trial") + runs(uri, "t", "seed") if r.info.status == "RUNNING"]
+        assert code == 130 and not left and sweep_run.data.tags.get("interrupted") == "true" and not in_flight, \
+            (code, left, log.read_text()[-2000:])
     assert 1 <= len(finished_before) < len(steps), "the sweep must be interrupted mid-run"
 
     result = run_cli("sweep", str(path), "--resume", "--set", f"tracking.uri={uri}", "--set", f"cache_dir={cache_dir}", cwd=tmp_path)
     trials = runs(uri, "t", "trial")
     keys = [t.data.tags["raysynth.key"] for t in trials]
-    client = MlflowClient(uri)
-    rerun = [t for t in trials if t.data.tags["raysynth.key"] in finished_before
-             and len(client.get_metric_history(t.info.run_id, "attempt")) != 1]
+    rerun = [t for t in trials if t.data.tags["raysynth.key"] in finished_before and t.data.tags["attempts"] != "1"]
     assert result.returncode == 0, result.stderr[-3000:]
     assert len(keys) == len(set(keys)) == len(steps) and all(t.info.status == "FINISHED" for t in trials) and not rerun
     assert len(runs(uri, "t", "sweep")) == 1

@@ -8,6 +8,7 @@ early-stops on is measured on validation images too.
 from __future__ import annotations
 
 import hashlib
+import math
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ import numpy as np
 import torch
 
 from raysynth.checkpointing import Checkpointer
+from raysynth.errors import NonFiniteLossError
 from raysynth.data.splits import Split
 from raysynth.evaluation.fid import FID_BACKENDS, FidContext, fid_between
 from raysynth.evaluation.augment import policy_for
@@ -190,4 +192,7 @@ class Evaluator:
         metrics["synthetic_images"] = float(len(synthetic.labels))
         # a method's extra measurements never overwrite a contract metric
         metrics.update({f"info/{k}": v for k, v in synthetic.info.items() if f"info/{k}" not in METRICS})
+        bad = {k: v for k, v in metrics.items() if k in METRICS and not math.isfinite(float(v))}
+        if bad:
+            raise NonFiniteLossError(f"the evaluation produced non-finite metrics {bad}")
         return {k: float(v) for k, v in metrics.items()}

@@ -7,6 +7,7 @@ The training set lives as one tensor on the device: batches are index slices, no
 
 from __future__ import annotations
 
+import math
 from contextlib import nullcontext
 from typing import Callable
 
@@ -14,6 +15,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
+from raysynth.errors import NonFiniteLossError
 from raysynth.evaluation.augment import dsa_augment
 from raysynth.nets.classifiers import build_classifier
 from raysynth.spec.schema import EvaluationSpec
@@ -87,8 +89,12 @@ def train_classifier(images: torch.Tensor, labels: torch.Tensor, *, num_classes:
             optimizer.step()
             total_loss += loss.detach() * len(batch)  # stays on the device: no sync per batch
         scheduler.step()
+        epoch_loss = float(total_loss) / n  # one synchronization per epoch
+        if not math.isfinite(epoch_loss):
+            raise NonFiniteLossError(f"the evaluation classifier's loss became non-finite ({epoch_loss}) at epoch {epoch} "
+                                     f"(evaluation.lr={protocol.lr}); lower evaluation.lr")
         if on_epoch is not None:
-            on_epoch(epoch, float(total_loss) / n, model)
+            on_epoch(epoch, epoch_loss, model)
         if on_snapshot is not None and epoch < protocol.epochs:
             on_snapshot(epoch, lambda epoch=epoch: {"epoch": epoch, "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
                                         "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),

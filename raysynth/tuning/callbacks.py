@@ -1,25 +1,42 @@
-"""Driver-side Tune callback: a one-line summary per finished trial, and MLflow runs closed for trials
-that ended without closing them themselves (stopped early by ASHA, or lost with their worker)."""
+"""Driver-side Tune callback: what the terminal shows of a trial group (one line per trial event and a
+progress line), and MLflow runs closed for trials that ended without closing them themselves
+(stopped early by ASHA, or lost with their worker)."""
 
 from __future__ import annotations
 
+import time
 from typing import Callable
 
 from ray.tune import Callback
 
-from raysynth.metrics import PROBE_METRIC
+from raysynth.metrics import PROBE_METRIC, PROBE_TIME
+from raysynth.tuning.sweep import FAILURE, failure_reason
 from raysynth.tuning.trainable import SweepContext, trial_key
+
+PENDING_NOTICE_S = 15  # a trial waiting longer than this is announced, with why
 
 
 class TrialEvents(Callback):
-    def __init__(self, context: SweepContext, group: str, metrics: list[str], log: Callable[[str], None]):
-        self.context, self.group, self.metrics, self.log = context, group, metrics, log
+    """Trial started / probe (verbose) / finished / failed / stopped early, then ``k/N trials done``."""
+
+    def __init__(self, context: SweepContext, group: str, metric: str, mode: str, total: int,
+                 log: Callable[[str], None], verbose: bool = False, waiting_for: str = "resources"):
+        self.context, self.group, self.metric, self.mode, self.total = context, group, metric, mode, total
+        self.log, self.verbose, self.waiting_for = log, verbose, waiting_for
+        self.ended, self.failed, self.stopped = 0, 0, 0
+        self.best: tuple[float, str] | None = None
+        self.pending_since: dict[str, float] = {}
+        self.announced: set[str] = set()
 
     def _label(self, trial) -> str:
         config = {k: v for k, v in (trial.config or {}).items()}
         step = config.pop("step", None)
-        shown = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in config.items())
+        shown = ", ".join(f"{k.split('.')[-1]}={v:.3g}" if isinstance(v, float) else f"{k.split('.')[-1]}={v}"
+                          for k, v in config.items())
         return " ".join(p for p in (trial.trial_id, f"[{step}]" if step else "", shown) if p)
+
+    def _say(self, text: str) -> None:
+        self.log(f"[{self.group}] {text}")
 
     def _close_run(self, trial, status: str, tags: dict[str, str]) -> None:
         tracker = self.context.tracker()
@@ -28,19 +45,58 @@ class TrialEvents(Callback):
             tracker.set_tags(run.info.run_id, tags)
             tracker.finish(run.info.run_id, status)
 
+    def _progress(self, trials, ended) -> None:
+        running = sum(1 for t in trials if t.status == "RUNNING" and t is not ended)  # `ended` is still RUNNING here
+        best = ""
+        if self.best is not None:
+            best = f", best {self.metric} {self.best[0]:.4g} ({self.best[1]})"
+        failed = f", {self.failed} failed" if self.failed else ""
+        self._say(f"{self.ended}/{self.total} trials done{failed}, {running} running{best}")
+
+    def on_step(self, iteration, trials, **info):
+        now = time.monotonic()
+        for trial in trials:
+            if trial.status != "PENDING":
+                self.pending_since.pop(trial.trial_id, None)
+                continue
+            since = self.pending_since.setdefault(trial.trial_id, now)
+            if now - since > PENDING_NOTICE_S and trial.trial_id not in self.announced:
+                self.announced.add(trial.trial_id)
+                self._say(f"trial {trial.trial_id} waiting for {self.waiting_for}")
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self._say(f"trial {self._label(trial)} started")
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        if self.verbose and PROBE_METRIC in result:
+            self._say(f"trial {trial.trial_id} probe {PROBE_METRIC} {result[PROBE_METRIC]:.2f} % at epoch "
+                      f"{result.get(PROBE_TIME, 0):.0f}")
+
     def on_trial_complete(self, iteration, trials, trial, **info):
         result = trial.last_result or {}
-        if "accuracy" in result:  # the final metrics arrive together (a trial without validation has no val_*)
+        self.ended += 1
+        if FAILURE in result:  # failed deterministically; the trial closed its own run
+            self.failed += 1
+            self._say(f"trial {self._label(trial)} FAILED: {result[FAILURE]}")
+        elif "accuracy" in result:  # the final metrics arrive together (a trial without validation has no val_*)
             shown = ", ".join(f"{k} {result[k]:.4g}" for k in ("val_accuracy", "accuracy", "cas", "fid", "gain") if k in result)
-            self.log(f"trial {self._label(trial)} finished: {shown}")
-            return
-        probe = result.get(PROBE_METRIC)
-        self.log(f"trial {self._label(trial)} stopped early by the scheduler"
-                 + (f" (validation probe {probe:.2f} % at epoch {result.get('probe/epoch'):.0f})" if probe is not None else ""))
-        self._close_run(trial, "KILLED", {"stopped_early": "true"})
+            self._say(f"trial {self._label(trial)} finished: {shown}")
+            value = result.get(self.metric)
+            if value is not None and (self.best is None or (value > self.best[0] if self.mode == "max" else value < self.best[0])):
+                self.best = (float(value), trial.trial_id)
+        else:
+            self.stopped += 1
+            probe = result.get(PROBE_METRIC)
+            self._say(f"trial {self._label(trial)} stopped early by the scheduler"
+                      + (f" (validation probe {probe:.2f} % at epoch {result.get(PROBE_TIME, 0):.0f})" if probe is not None else ""))
+            self._close_run(trial, "KILLED", {"stopped_early": "true"})
+        self._progress(trials, trial)
 
     def on_trial_error(self, iteration, trials, trial, **info):
         error = trial.get_error()
-        reason = " ".join(str(error).split())[-300:] if error else "unknown error"
-        self.log(f"trial {self._label(trial)} FAILED: {reason}")
+        reason = failure_reason(error) if error else "unknown error"
+        self.ended += 1
+        self.failed += 1
+        self._say(f"trial {self._label(trial)} FAILED after its retries: {reason}")
         self._close_run(trial, "FAILED", {"error": reason})
+        self._progress(trials, trial)

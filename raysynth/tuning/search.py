@@ -9,7 +9,8 @@ from typing import Any, Mapping
 import optuna
 from ray.tune.search.optuna import OptunaSearch
 
-from raysynth.spec import Distribution, SweepSpec, lookup, MISSING
+from raysynth.spec import MISSING, Distribution, SweepSpec, lookup
+from raysynth.tuning.sweep import FAILURE
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,9 @@ class RaysynthOptunaSearch(OptunaSearch):
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         if trial_id in self._ot_trials and trial_id not in self._completed_trials:
             self._ot_trials[trial_id].set_user_attr(TUNE_TRIAL_ATTR, trial_id)
+            if result and FAILURE in result:  # a deterministic failure ends normally in Tune; Optuna hears FAIL
+                self._ot_trials[trial_id].set_user_attr("failure", str(result[FAILURE])[:1000])
+                result, error = None, True
         super().on_trial_complete(trial_id, result, error)
 
 

@@ -11,9 +11,10 @@ is what ``--resume`` restores (with the searcher's state).
 from __future__ import annotations
 
 import os
+import shutil
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -26,6 +27,7 @@ from raysynth.tracking import Tracker, git_commit, redact, redact_uri
 
 MAIN_STEP = "main"  # the step name of a space without an ablation ladder
 CONFIRM_SEED = "confirm_seed"  # the config key of a confirmation trial's seed
+FAILURE = "failure"  # the final result key of a trial that failed deterministically: its one-line reason
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,11 @@ class SweepOutcome:
     sweep_id: str
     parent_run_id: str
     results: list[dict] = field(default_factory=list)  # one per trial: step, config, metrics, error
+
+    @property
+    def failures(self) -> list[dict]:
+        """The trials that failed (a deterministic failure, or an infrastructure one after its retries)."""
+        return [r for r in self.results if r["error"] is not None]
 
 
 def plan_groups(spec: SweepSpec) -> tuple[dict[str, SweepSpec], list[TrialGroup]]:
@@ -85,8 +92,12 @@ def _find_interrupted_sweep(tracker: Tracker, experiment_id: str, experiment: st
 
 
 def run_sweep(spec: SweepSpec, *, address: str | None = None, resume: bool = False,
-              log: Callable[[str], None] = print) -> SweepOutcome:
-    """Runs (or with ``resume`` continues) the sweep of ``spec`` and returns its trials' results."""
+              log: Callable[[str], None] = print, verbose: bool = False, command: str = "") -> SweepOutcome:
+    """Runs (or with ``resume`` continues) the sweep of ``spec`` and returns its trials' results, failures
+    included. Without ``address`` it starts its own local Ray instance (never one found on the machine).
+
+    An interrupt (Ctrl-C) propagates as KeyboardInterrupt once the sweep run is tagged interrupted and
+    closed KILLED with its open trial runs, so ``--resume`` continues it."""
     from raysynth.runner import load_spec_dataset
 
     step_specs, groups = plan_groups(spec)
@@ -95,6 +106,8 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, resume: bool = Fal
         if step.dataset.name not in datasets:
             datasets[step.dataset.name] = load_spec_dataset(step)
 
+    if not verbose:
+        _quiet_ray_logging(None)  # until the sweep's folder (and its driver.log) is known
     tracker = Tracker(spec.tracking.uri, log=log)
     commit = git_commit(Path(__file__).resolve().parent)
     experiment_id = tracker.experiment_id(spec.experiment)
@@ -113,10 +126,16 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, resume: bool = Fal
         if searched:
             tags["study_storage"] = redact_uri(spec.tune.study_storage)
             tags.update({f"optuna_study.{step}": study_name(spec.experiment, sweep_id, step) for step in searched})
+        tags["mlflow.note.content"] = _sweep_description(spec, step_specs, command)
         parent = tracker.open_run(experiment_id, f"sweep:{sweep_id}", name=f"sweep {sweep_id}", kind="sweep", tags=tags)
         parent_run_id = parent.info.run_id
+        tracker.describe_experiment(experiment_id, f"raysynth sweeps of `{spec.method}` on `{spec.dataset.name}`: one run "
+                                    "per sweep, a run per trial under it, a run per seed under each trial. To compare "
+                                    "steps: filter `tags.raysynth.kind = 'trial'` and group by the `ablation_step` tag; "
+                                    "select on `val_*` metrics, report test metrics.")
         data = redact(spec.to_data())
-        tracker.log_params(parent_run_id, {k: v for k, v in flatten(data).items() if not k.startswith(("ablation", "search"))})
+        tracker.log_params(parent_run_id, {k: v for k, v in flatten(data).items()
+                                           if not k.startswith(("ablation", "search")) and v not in ({}, [], None)})
         tracker.log_text(parent_run_id, yaml.safe_dump(data, sort_keys=False), "sweep.yaml")
         log(f"sweep {sweep_id}: experiment `{spec.experiment}`, {len(step_specs)} step(s), {len(spec.seeds)} seed(s), "
             f"tracking {spec.tracking.uri}")
@@ -128,42 +147,106 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, resume: bool = Fal
                            tracking_uri=spec.tracking.uri, git_commit=commit,
                            ladder=bool(spec.ablation), step_specs=step_specs, plugins=read_plugins(spec.plugins))
     outcome = SweepOutcome(sweep_id, parent_run_id)
-    _init_ray(address, log)
+    sweep_folder = _local_folder(spec, sweep_id)
+    _init_ray(address, log, verbose, sweep_folder)
     try:
         for group in groups:
-            results = _run_group(spec, group, context, datasets, resume, log)
+            results = _run_group(spec, group, context, datasets, resume, log, verbose)
             outcome.results += results
             confirmation = confirmation_group(group, results) if group.role == "search" else None
             if confirmation is not None:
                 log(f"[{confirmation.name}] the selected configuration {confirmation.selected} on the confirmation "
                     f"seeds {group.search_spec.tune.confirm_seeds}")
-                outcome.results += _run_group(spec, confirmation, context, datasets, resume, log)
-    except BaseException:
-        tracker.set_tags(parent_run_id, {"interrupted": "true"})
+                outcome.results += _run_group(spec, confirmation, context, datasets, resume, log, verbose)
+    except BaseException as error:
+        _close_interrupted(tracker, experiment_id, sweep_id, parent_run_id, error)
         raise
+    finally:
+        _shutdown_ray(address)
     _summarize(spec, outcome, tracker, log)
     try:
         from raysynth.report import write_report
 
-        out_dir = Path(spec.tune.storage) / spec.experiment / sweep_id / "report" if "://" not in spec.tune.storage \
-            else Path("reports") / spec.experiment
+        out_dir = sweep_folder / "report" if sweep_folder is not None else Path("reports") / spec.experiment
         write_report(spec.experiment, tracking_uri=spec.tracking.uri, out_dir=out_dir, sweep_id=sweep_id, log=log)
     except RaysynthError as error:
         log(f"report skipped: {error}")
     tracker.finish(parent_run_id)
+    command = "raysynth" if shutil.which("raysynth") else "uv run raysynth"
     uri = spec.tracking.uri
-    log(f"\nopen the results:\n  raysynth ui --tracking-uri {uri}\n  raysynth report --experiment {spec.experiment} "
-        f"--tracking-uri {uri}")
+    runs_view = f"#/experiments/{experiment_id}/runs?searchFilter=tags.%60raysynth.kind%60%20%3D%20%27trial%27"
+    log(f"\nopen the results:\n  {command} ui --tracking-uri {uri}   (then {runs_view}, group by ablation_step)\n"
+        f"  {command} report --experiment {spec.experiment} --tracking-uri {uri}")
     return outcome
 
 
-def _init_ray(address: str | None, log: Callable[[str], None]) -> None:
+def _sweep_description(spec: SweepSpec, step_specs: dict[str, SweepSpec], command: str) -> str:
+    """The sweep run's description: what ran, on what budget, and the command that reproduces it."""
+    lines = [f"**{spec.method}** on **{spec.dataset.name}** ({spec.dataset.images_per_class} images per class), "
+             f"seeds {spec.seeds}, steps: {', '.join(step_specs)}",
+             f"budget: {spec.budget.epochs} method epochs; evaluation: {spec.evaluation.num_eval} x {spec.evaluation.classifier} "
+             f"for {spec.evaluation.epochs} epochs; selection on {', '.join(spec.tune.metrics)}"]
+    if command:
+        lines.append(f"reproduce: `{command}`")
+    return "\n\n".join(lines)
+
+
+def _local_folder(spec: SweepSpec, sweep_id: str) -> Path | None:
+    """The sweep's folder under a local ``tune.storage`` (driver log, report); None for remote storage."""
+    if "://" in spec.tune.storage:
+        return None
+    return Path(spec.tune.storage) / spec.experiment / sweep_id
+
+
+def _close_interrupted(tracker: Tracker, experiment_id: str, sweep_id: str, parent_run_id: str, error: BaseException) -> None:
+    """An interrupted sweep: its run KILLED and tagged interrupted, the trial and seed runs in flight KILLED
+    (``--resume`` reopens them). A second Ctrl-C while this runs is ignored: the closing must finish."""
+    import signal
+
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        quick = replace(tracker, retry_seconds=5)
+        quick.set_tags(parent_run_id, {"interrupted": "true", "interrupted_by": type(error).__name__})
+        for kind in ("trial", "seed"):
+            for run in quick.runs(experiment_id, kind, f"tags.sweep_id = '{sweep_id}' and attributes.status = 'RUNNING'"):
+                quick.finish(run.info.run_id, "KILLED")
+        quick.finish(parent_run_id, "KILLED")
+    except Exception:  # the store itself may be what failed; the sweep run then stays RUNNING, still resumable
+        pass
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _shutdown_ray(address: str | None) -> None:
+    """Stops the local Ray instance this sweep started (all its processes) before the driver exits; a
+    second Ctrl-C during the shutdown is ignored so that nothing is left orphaned."""
+    import signal
+
+    import ray
+
+    if not ray.is_initialized():
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        ray.shutdown()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _init_ray(address: str | None, log: Callable[[str], None], verbose: bool = False,
+              sweep_folder: Path | None = None) -> None:
+    import logging
+
     import ray
 
     # Tune saves its experiment state at most this often; short, so an interrupted sweep loses little
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "5")
     # intermediate results (training losses, probe accuracies) do not carry the final objective
     os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
+    # Ctrl-C is raysynth's: Tune's own handler swallows the first one and returns as if the sweep ended
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
+    if not verbose:  # Ray's and Tune's own logging goes to the sweep's driver.log, not the terminal
+        _quiet_ray_logging(sweep_folder)
     if ray.is_initialized():
         return
     # trials retry MLflow calls themselves (and buffer metrics); the client's own long HTTP retries
@@ -174,18 +257,49 @@ def _init_ray(address: str | None, log: Callable[[str], None]) -> None:
         if os.environ.get(name):  # basic auth for the tracking server, passed on to the workers, never logged
             env_vars[name] = os.environ[name]
     runtime_env = {"env_vars": env_vars}
+    level = logging.INFO if verbose else logging.WARNING
     if address:
-        ray.init(address=address, log_to_driver=True, runtime_env=runtime_env)
-    else:
-        ray.init(include_dashboard=False, log_to_driver=True, runtime_env=runtime_env)
-    log(f"Ray: {ray.cluster_resources()}")
+        ray.init(address=address, log_to_driver=verbose, runtime_env=runtime_env, logging_level=level)
+    else:  # "local": a new instance of its own, whatever RAY_ADDRESS or a running `ray start` says
+        ray.init(address="local", include_dashboard=False, log_to_driver=verbose, runtime_env=runtime_env,
+                 logging_level=level)
+    if not verbose:
+        _quiet_ray_logging(sweep_folder)  # ray.init configures its loggers again
+    resources = ray.cluster_resources()
+    shown = ", ".join(f"{k} {v:g}" for k, v in sorted(resources.items())
+                      if not k.startswith(("node:", "memory", "object_store_memory")))
+    where = f"cluster at {address}" if address else "a local instance of its own"
+    logs = getattr(getattr(ray._private.worker, "_global_node", None), "get_logs_dir_path", lambda: None)()
+    log(f"Ray: {where} ({shown})" + (f"; worker logs in {logs}" if logs and not verbose else ""))
 
 
-def _run_group(spec: SweepSpec, group: TrialGroup, context, datasets, resume: bool, log) -> list[dict]:
+def _quiet_ray_logging(sweep_folder: Path | None) -> None:
+    """Ray's, Tune's, MLflow's and Optuna's loggers write to ``<sweep folder>/driver.log`` instead of the
+    terminal; Tune prints no tables or banners (its old reporter at verbosity 0)."""
+    import logging
+    import warnings
+
+    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"  # the new output engine prints banners whatever the verbosity
+    warnings.filterwarnings("ignore", module=r"(ray|optuna)(\..*)?$")
+    handlers: list[logging.Handler] = [logging.NullHandler()]  # not Python's last-resort printer
+    if sweep_folder is not None:
+        sweep_folder.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(sweep_folder / "driver.log")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handlers.append(handler)
+    import optuna
+
+    optuna.logging.disable_default_handler()  # optuna adds its own stderr handler on first use
+    for name in ("ray", "ray.tune", "ray.train", "ray.data", "mlflow", "optuna", "alembic"):
+        logger = logging.getLogger(name)
+        logger.handlers = list(handlers)
+        logger.propagate = False
+
+
+def _run_group(spec: SweepSpec, group: TrialGroup, context, datasets, resume: bool, log, verbose: bool = False) -> list[dict]:
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
-    from raysynth.tuning.callbacks import TrialEvents
     from raysynth.tuning.search import make_searcher, study_name
     from raysynth.tuning.trainable import train_trial
 
@@ -218,6 +332,7 @@ def _run_group(spec: SweepSpec, group: TrialGroup, context, datasets, resume: bo
             scheduler = FIFOScheduler()  # a confirmation runs to the end
         else:
             search_alg, param_space, num_samples = None, {"step": tune.grid_search(group.step_names)}, 1
+        events = _events(spec, group, context, log, verbose)
         tuner = tune.Tuner(
             trainable,
             param_space=param_space,
@@ -228,8 +343,8 @@ def _run_group(spec: SweepSpec, group: TrialGroup, context, datasets, resume: bo
             run_config=tune.RunConfig(
                 name=group.name, storage_path=storage,
                 failure_config=tune.FailureConfig(max_failures=spec.tune.max_failures),
-                callbacks=[TrialEvents(context, group.name, spec.tune.metrics, log)],
-                verbose=1,
+                callbacks=[events],
+                verbose=0,  # the terminal shows raysynth's lines (TrialEvents), not Tune's tables
             ),
         )
     grid = tuner.fit()
@@ -237,18 +352,65 @@ def _run_group(spec: SweepSpec, group: TrialGroup, context, datasets, resume: bo
     for result in grid:
         config = dict(result.config or {})
         config.pop(CONFIRM_SEED, None)
+        metrics = dict(result.metrics or {})
+        error = metrics.get(FAILURE) or (failure_reason(result.error) if result.error else None)
         results.append({"group": group.name, "role": group.role, "step": config.pop("step", group.step_names[0]), "config": config,
-                        "metrics": dict(result.metrics or {}), "error": str(result.error) if result.error else None})
+                        "metrics": metrics, "error": error})
     return results
+
+
+def _events(spec: SweepSpec, group: TrialGroup, context, log, verbose: bool):
+    from raysynth.tuning.callbacks import TrialEvents
+
+    total = {"search": spec.tune.num_samples, "confirmation": len(spec.tune.confirm_seeds)}.get(group.role, len(group.step_names))
+    resources = spec.tune.resources_per_trial
+    need = f"{resources.cpu:g} CPU" + (f", {resources.gpu:g} GPU" if resources.gpu else "") \
+        + "".join(f", {v:g} {k}" for k, v in resources.custom.items())
+    waiting = f"a free slot ({need} per trial, at most {spec.tune.max_concurrent} at once)"
+    if group.role == "search":
+        waiting += " or the searcher"
+    return TrialEvents(context, group.name, spec.tune.metrics[0], spec.tune.modes[0], total, log, verbose, waiting)
+
+
+def failure_reason(error: object) -> str:
+    """One line for an error Ray carried from a worker (an exception, or its text): the original
+    exception, not Ray's wrapper and its traceback."""
+    seen = set()
+    while isinstance(error, BaseException) and id(error) not in seen:
+        seen.add(id(error))
+        inner = getattr(error, "cause", None) or error.__cause__
+        if not isinstance(inner, BaseException):
+            break
+        error = inner
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    if len(lines) > 1 or not isinstance(error, BaseException):  # a traceback as text: its last line is the exception
+        return lines[-1][:500] if lines else "unknown error"
+    return f"{type(error).__name__}: {lines[0][:500]}" if lines else type(error).__name__
+
+
+def failure_table(failed: list[dict]) -> str:
+    """The failed trials as a Markdown table: step, sampled parameters, one-line reason."""
+    lines = ["| step | parameters | reason |", "|---|---|---|"]
+    for result in failed:
+        shown = ", ".join(f"{k.split('.')[-1]}={v:.3g}" if isinstance(v, float) else f"{k.split('.')[-1]}={v}"
+                          for k, v in result["config"].items()) or "-"
+        reason = str(result["error"]).replace("|", "/")[:300]
+        lines.append(f"| {result['step']} | {shown} | {reason} |")
+    return "\n".join(lines)
 
 
 def _summarize(spec: SweepSpec, outcome: SweepOutcome, tracker: Tracker, log) -> None:
     metric, mode = spec.tune.metrics[0], spec.tune.modes[0]
     done = [r for r in outcome.results if r["error"] is None and "accuracy" in r["metrics"]]
-    failed = [r for r in outcome.results if r["error"] is not None]
+    failed = outcome.failures
     log(f"\n{len(done)} trial(s) finished, {len(failed)} failed, "
         f"{len(outcome.results) - len(done) - len(failed)} stopped early")
+    if failed:
+        log(failure_table(failed))
     summary = {}
+    best = select_best([r for r in outcome.results if r["role"] != "confirmation"], metric, mode)
+    if best is not None:  # the sweep run's headline in MLflow's runs table
+        summary[f"best/{metric}"] = best["metrics"][metric]
     for step in dict.fromkeys(r["step"] for r in outcome.results if r["role"] == "search"):
         best = select_best([r for r in outcome.results if r["step"] == step and r["role"] == "search"], metric, mode)
         if best is None:

@@ -8,8 +8,10 @@ driver, which cannot upload the sample grids a trial draws.
 from __future__ import annotations
 
 import pickle
+import shutil
 import sys
 import tempfile
+import traceback
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Mapping
@@ -22,12 +24,14 @@ from ray import tune
 from raysynth.checkpointing import Checkpointer, TrialState
 from raysynth.plugins import Plugin
 from raysynth.plugins import load as load_plugins
-from raysynth.tuning.sweep import CONFIRM_SEED
+from raysynth.tuning.sweep import CONFIRM_SEED, FAILURE
 from raysynth.data import ImageDataset, Split
 from raysynth.methods import SyntheticSet
 from raysynth.runner import run_trial
 from raysynth.spec import SweepSpec, flatten
-from raysynth.tracking import Tracker, redact
+from raysynth.errors import RaysynthError
+from raysynth.metrics import rounded
+from raysynth.tracking import Tracker, one_line, redact
 from raysynth.visualize import save_sample_grid
 
 
@@ -101,6 +105,9 @@ class TrialLogger:
             self.seed_runs[seed] = run.info.run_id
         return self.seed_runs[seed]
 
+    def on_seed_start(self, seed: int) -> None:
+        self.seed_run(seed)  # opened now, so its duration in MLflow is the seed's
+
     def on_progress(self, seed: int, step: int, metrics: dict[str, float]) -> None:
         self.pending.append((seed, metrics, step))
         self.flush(patient=False)
@@ -109,11 +116,16 @@ class TrialLogger:
     def on_seed_end(self, seed: int, metrics: dict[str, float], synthetic: SyntheticSet, split: Split) -> None:
         self.flush(patient=True)
         run_id = self.seed_run(seed)
-        self.tracker.log_metrics(run_id, metrics)
+        self.tracker.log_metrics(run_id, rounded(metrics))
         grid = save_sample_grid(synthetic, split, self.folder / f"samples_seed{seed}.png")
         self.grids[seed] = grid
         self.tracker.log_artifact(run_id, grid)
+        self.tracker.log_image(self.trial_run_id, grid, key="samples", step=seed)  # the trial's image view, per seed
         self.tracker.finish(run_id)
+
+    def close(self) -> None:
+        """Removes the trial's temporary folder (sample grids already uploaded)."""
+        shutil.rmtree(self.folder, ignore_errors=True)
 
     def fail_open_seed_runs(self, error: BaseException) -> None:
         for run_id in self.seed_runs.values():
@@ -124,59 +136,98 @@ class TrialLogger:
 def train_trial(config: dict[str, Any], *, context: SweepContext, datasets: Mapping[str, ImageDataset],
                 group: str, step: str | None = None, role: str = "grid") -> None:
     """Runs one trial: ``config`` holds the sampled params (dotted keys) and, in a ladder grid, the step;
-    a confirmation trial's config also holds the one fresh seed it runs instead of ``seeds``."""
+    a confirmation trial's config also holds the one fresh seed it runs instead of ``seeds``.
+
+    A :class:`RaysynthError` (a bad sampled value, a non-finite loss or output) fails the trial at once:
+    its run is closed FAILED with the reason and the traceback, and Tune gets a final result carrying
+    :data:`FAILURE` instead of an exception, so the deterministic failure is not retried. Any other
+    exception (a lost node, a killed worker, an unknown bug) is raised for Tune to retry from the
+    trial's checkpoint (``tune.max_failures``)."""
     sampled = {k: v for k, v in config.items() if k not in ("step", CONFIRM_SEED)}
     step_name = config.get("step", step)
-    spec = context.step_specs[step_name].with_params(sampled)
-    if CONFIRM_SEED in config:
-        spec = spec.with_seeds([config[CONFIRM_SEED]])
-    resources = tune.get_context().get_trial_resources()
-    cpus = max(1, int(resources.required_resources.get("CPU", 1))) if resources else 1
-    torch.set_num_threads(cpus)
-
+    base = context.step_specs[step_name]
     tracker = context.tracker()
-    key = trial_key(context.sweep_id, group, tune.get_context().get_trial_id())
-    node_id = ray.get_runtime_context().get_node_id()
-    tags = {"method": spec.method, "dataset": spec.dataset.name, "sweep_id": context.sweep_id,
-            "git_commit": context.git_commit, "trial_id": tune.get_context().get_trial_id(), "raysynth.role": role}
+    trial_id = tune.get_context().get_trial_id()
+    key = trial_key(context.sweep_id, group, trial_id)
+    tags = {"method": base.method, "dataset": base.dataset.name, "sweep_id": context.sweep_id,
+            "git_commit": context.git_commit, "trial_id": trial_id, "raysynth.role": role}
     if context.ladder:
         tags["ablation_step"] = str(step_name)
     name = _run_name(step_name, sampled, context.ladder)
     if CONFIRM_SEED in config:
         name = f"{name} (confirmation, seed {config[CONFIRM_SEED]})"
-    run = tracker.open_run(context.experiment_id, key, name=name, kind="trial",
-                           tags=tags, parent_run_id=context.parent_run_id)
+    tags["mlflow.note.content"] = _description(step_name, sampled, config.get(CONFIRM_SEED), role)
+    run = tracker.open_run(context.experiment_id, key, name=name, kind="trial", tags=tags, parent_run_id=context.parent_run_id)
     run_id = run.info.run_id
     if run.info.status == "FINISHED":  # finished before an interruption: report, do not train again
-        tune.report({k: v for k, v in run.data.metrics.items()})
+        tune.report(dict(run.data.metrics))
         return
-    attempts = len(tracker.client.get_metric_history(run_id, "attempt"))
-    tracker.log_metrics(run_id, {"attempt": attempts + 1}, step=attempts + 1)
+    if run.data.tags.get("deterministic_failure") == "true":  # failed deterministically before: it would again
+        tracker.finish(run_id, "FAILED")
+        tune.report({FAILURE: run.data.tags.get("error", "failed")})
+        return
+    attempts = int(run.data.tags.get("attempts", "0")) + 1
+    node_id = ray.get_runtime_context().get_node_id()
     history = run.data.tags.get("node_history", "")
-    tracker.set_tags(run_id, {"node_id": node_id, "node_history": f"{history} {node_id}".strip()})
-    data = redact(spec.to_data())
-    tracker.log_params(run_id, {**flatten(data), "seeds": spec.seeds})
-    if attempts == 0:
-        tracker.log_text(run_id, yaml.safe_dump(data, sort_keys=False), "config.yaml")
-
-    checkpointer = Checkpointer(_restored_state(), _save_to_tune, spec.tune.checkpoint_interval_s)
-    if checkpointer.state.step > 0:
-        _log(f"[trial] restored from a checkpoint at step {checkpointer.state.step}")
-        tracker.log_metrics(run_id, {"restored_from_step": checkpointer.state.step}, step=attempts + 1)
-    logger = TrialLogger(tracker, context.experiment_id, run_id, key, tags)
+    tracker.set_tags(run_id, {"attempts": str(attempts), "node_id": node_id, "node_history": f"{history} {node_id}".strip()})
+    logger = None
     try:
+        spec = base.with_params(sampled)
+        if CONFIRM_SEED in config:
+            spec = spec.with_seeds([config[CONFIRM_SEED]])
+        data = redact(spec.to_data())
+        tracker.log_params(run_id, {**_readable_params(data), "seeds": spec.seeds})
+        if attempts == 1:
+            tracker.log_text(run_id, yaml.safe_dump(data, sort_keys=False), "config.yaml")
+        resources = tune.get_context().get_trial_resources()
+        torch.set_num_threads(max(1, int(resources.required_resources.get("CPU", 1))) if resources else 1)
+        checkpointer = Checkpointer(_restored_state(), _save_to_tune, spec.tune.checkpoint_interval_s)
+        if checkpointer.state.step > 0:
+            _log(f"[trial] restored from a checkpoint at step {checkpointer.state.step}")
+            tracker.set_tags(run_id, {"restored_from_step": str(checkpointer.state.step)})
+        logger = TrialLogger(tracker, context.experiment_id, run_id, key, tags)
         metrics = run_trial(spec, datasets[spec.dataset.name], logger, log=_log, checkpointer=checkpointer)
         logger.flush(patient=True)
+        tracker.log_metrics(run_id, rounded(metrics))
+        if logger.grids:  # empty when every seed finished before a restart: their grids are in the seed runs
+            first_grid = logger.grids[min(logger.grids)]
+            tracker.log_artifact(run_id, first_grid.rename(first_grid.with_name("samples.png")))
+        tracker.finish(run_id)
+    except RaysynthError as error:  # deterministic: a retry under the same seed fails the same way
+        if logger is not None:
+            logger.fail_open_seed_runs(error)
+        tracker.set_tags(run_id, {"deterministic_failure": "true"})
+        tracker.fail(run_id, error, traceback.format_exc())
+        _log(f"[trial] failed, not retried: {one_line(error)}")
+        tune.report({FAILURE: one_line(error)})
+        return
     except Exception as error:  # not BaseException: Ray stops a trial (ASHA) with SystemExit; the driver closes it
-        logger.fail_open_seed_runs(error)
-        tracker.fail(run_id, error)
+        if logger is not None:
+            logger.fail_open_seed_runs(error)
+        tracker.fail(run_id, error, traceback.format_exc())
         raise
-    tracker.log_metrics(run_id, metrics)
-    if logger.grids:  # empty when every seed finished before a restart: their grids are in the seed runs
-        first_grid = logger.grids[min(logger.grids)]
-        tracker.log_artifact(run_id, first_grid.rename(first_grid.with_name("samples.png")))
-    tracker.finish(run_id)
+    finally:
+        if logger is not None:
+            logger.close()
     tune.report(metrics)
+
+
+def _readable_params(data: Mapping[str, Any]) -> dict[str, Any]:
+    """The trial's configuration as MLflow params: what decides the trial, without the sweep's own
+    bookkeeping (ladder, search ranges) or empty sections."""
+    flat = flatten({k: v for k, v in data.items() if k not in ("ablation", "search")})
+    return {k: v for k, v in flat.items() if v not in ({}, [], None)}
+
+
+def _description(step: str | None, sampled: Mapping[str, Any], confirm_seed: int | None, role: str) -> str:
+    """The trial run's description (MLflow shows it on the run page)."""
+    lines = [f"**{role}** trial" + (f" of ablation step `{step}`" if step and step != "main" else "")]
+    if sampled:
+        lines.append("sampled: " + ", ".join(f"`{k}` = {v:.4g}" if isinstance(v, float) else f"`{k}` = {v}"
+                                             for k, v in sampled.items()))
+    if confirm_seed is not None:
+        lines.append(f"confirmation of the selected configuration on the fresh seed {confirm_seed}")
+    return "\n\n".join(lines)
 
 
 def _restored_state() -> TrialState:

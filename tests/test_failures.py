@@ -1,0 +1,33 @@
+"""Failures that must be loud: errors that survive Ray's serialization, a diverging classifier."""
+
+import pickle
+
+import pytest
+import torch
+
+import raysynth.errors as errors
+from raysynth.data import make_split
+from raysynth.evaluation.protocol import train_classifier
+from raysynth.spec.schema import EvaluationSpec
+
+
+def _subclasses(cls):
+    for sub in cls.__subclasses__():
+        yield sub
+        yield from _subclasses(sub)
+
+
+@pytest.mark.parametrize("cls", [errors.RaysynthError, *_subclasses(errors.RaysynthError)], ids=lambda c: c.__name__)
+def test_every_raysynth_error_survives_pickling_with_its_message(cls):
+    error = cls("params.fit.lr", "must be finite") if issubclass(cls, errors.SpecError) else cls("the loss is NaN")
+    copy = pickle.loads(pickle.dumps(error))
+    assert type(copy) is cls and str(copy) == str(error)
+
+
+def test_a_diverging_evaluation_classifier_fails_instead_of_scoring_chance(digits):
+    split = make_split(digits, 5, seed=0)
+    images, labels = split.fewshot
+    exploded = images * 1e38  # finite pixels (they pass the output check) that overflow the classifier
+    with pytest.raises(errors.NonFiniteLossError, match="non-finite"):
+        train_classifier(exploded, labels, num_classes=10, protocol=EvaluationSpec(width=8, epochs=2), seed=0,
+                         device=torch.device("cpu"))
