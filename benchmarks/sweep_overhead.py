@@ -67,8 +67,9 @@ def main() -> None:
 
     from raysynth.tuning.sweep import run_sweep
 
+    timeline: list[tuple[float, str]] = []  # when each of the sweep's lines was printed: the breakdown
     start = time.perf_counter()
-    outcome = run_sweep(spec, log=lambda message: None)
+    outcome = run_sweep(spec, log=lambda message: timeline.append((round(time.perf_counter() - start, 2), message)))
     wall = time.perf_counter() - start
     in_trial = [r["metrics"].get("time_total_s", float("nan")) for r in outcome.results]
     total = sum(reference)
@@ -79,10 +80,22 @@ def main() -> None:
         "efficiency": total / (wall * args.slots),
         "overhead_seconds_per_trial": (wall * args.slots - total) / args.trials,
         "failed_trials": sum(1 for r in outcome.results if r["error"]),
+        "breakdown": _breakdown(timeline, wall), "timeline": timeline,
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))
+
+
+def _breakdown(timeline: list[tuple[float, str]], wall: float) -> dict[str, float]:
+    """Seconds to Ray being up, to the first trial start, the trials' span, and after the last trial."""
+    def first(word: str) -> float:
+        return next((t for t, message in timeline if word in message), float("nan"))
+
+    ended = [t for t, message in timeline if " finished: " in message or " FAILED" in message]
+    last = max(ended) if ended else float("nan")
+    return {"ray_up": first("Ray:"), "first_trial_started": first(" started"), "last_trial_ended": last,
+            "after_last_trial": wall - last}
 
 
 if __name__ == "__main__":
