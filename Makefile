@@ -7,7 +7,7 @@ UV := $(shell command -v uv 2>/dev/null || echo "$(PYTHON) -m uv")
 setup:
 	@command -v uv >/dev/null 2>&1 || $(PYTHON) -m uv --version >/dev/null 2>&1 || \
 		$(PYTHON) -m pip install --quiet uv || $(PYTHON) -m pip install --quiet --break-system-packages uv
-	$(UV) sync --frozen
+	$(UV) sync --frozen --compile-bytecode  # .pyc ahead of time: imports (every Ray worker, every test subprocess) 2-4x faster where bytecode is not written at run time
 
 quickstart: setup
 	$(UV) run --frozen raysynth sweep search_spaces/quickstart.yaml
