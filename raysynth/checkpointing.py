@@ -9,12 +9,15 @@ Saving it somewhere (a Tune checkpoint) is the caller's business: the runner onl
 from __future__ import annotations
 
 import copy
+import pickle
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import torch
+
+from raysynth.errors import RaysynthError
 
 STATE_FILE = "trial_state.pt"
 
@@ -35,7 +38,14 @@ class TrialState:
 
     @classmethod
     def read(cls, folder: Path) -> "TrialState":
-        return cls(**torch.load(folder / STATE_FILE, map_location="cpu", weights_only=False))
+        """The state saved in ``folder``. Only tensors, state dicts and plain containers load
+        (``weights_only``): a checkpoint in shared storage can never run code when a trial restores."""
+        try:
+            return cls(**torch.load(folder / STATE_FILE, map_location="cpu", weights_only=True))
+        except pickle.UnpicklingError as error:
+            reason = " ".join(str(error).split())[:300]
+            raise RaysynthError(f"refusing the checkpoint {folder / STATE_FILE}: it holds more than tensors and plain "
+                                f"data ({reason})") from None
 
 
 @dataclass

@@ -91,9 +91,11 @@ def cmd_run(args) -> int:
 
 def cmd_sweep(args) -> int:
     from raysynth.spec import load_spec, only_steps
+    from raysynth.spec.loading import check_writable_stores
     from raysynth.tuning.sweep import run_sweep
 
     spec = only_steps(load_spec(args.space, args.assignments), args.only)
+    check_writable_stores(spec)
     if args.address is None:
         _check_device(spec)
     import shlex

@@ -34,7 +34,7 @@ def cached_state(path: Path, compute: Callable[[], dict[str, torch.Tensor]]) -> 
     it while the others on the node wait for it."""
     with file_lock(path.with_suffix(".lock")):
         if path.exists():
-            return torch.load(path, map_location="cpu")
+            return torch.load(path, map_location="cpu", weights_only=True)  # state dicts only: a cache file runs no code
         state = {k: v.detach().cpu() for k, v in compute().items()}
         temporary = path.with_suffix(".tmp")
         torch.save(state, temporary)

@@ -219,7 +219,8 @@ def _is_permanent(error: Exception) -> bool:
     """Errors that a retry cannot fix (bad requests), as opposed to connection or lock errors."""
     text = str(error)
     return any(code in text for code in ("INVALID_PARAMETER_VALUE", "RESOURCE_ALREADY_EXISTS", "RESOURCE_DOES_NOT_EXIST",
-                                         "BAD_REQUEST"))
+                                         "BAD_REQUEST", "readonly database", "database or disk is full",
+                                         "unable to open database file"))
 
 
 def start_ui(tracking_uri: str, host: str = "127.0.0.1", port: int = 5000, ready_timeout_s: float = 120) -> int:

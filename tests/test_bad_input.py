@@ -77,6 +77,9 @@ CASES = [
     ("inception-extra", lambda d: ["run", QUICKSTART, "--set", "evaluation.fid=inception"], "`evaluation.fid`"),
     ("cuda-here", lambda d: ["run", QUICKSTART, "--set", "device=cuda"], "`device`"),
     ("test-metric", lambda d: ["sweep", QUICKSTART, "--set", "tune.metric=accuracy"], "`tune.metric`"),
+    # a tracking store that cannot be written: one line within a second, not minutes of retries
+    ("store-unwritable", lambda d: ["sweep", QUICKSTART, "--set", "tracking.uri=sqlite:////proc/mlflow.db"], "`tracking.uri`"),
+    ("store-no-folder", lambda d: ["sweep", QUICKSTART, "--set", f"tracking.uri=sqlite:///{d}/missing/m.db"], "not an existing folder"),
     # read-only verbs never create a store
     ("report-empty", lambda d: ["report", "--experiment", "nope"], "no MLflow store"),
 ]

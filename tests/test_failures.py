@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import raysynth.errors as errors
+from conftest import REPO
 from raysynth.data import make_split
 from raysynth.evaluation.protocol import train_classifier
 from raysynth.spec.schema import EvaluationSpec
@@ -31,3 +32,26 @@ def test_a_diverging_evaluation_classifier_fails_instead_of_scoring_chance(digit
     with pytest.raises(errors.NonFiniteLossError, match="non-finite"):
         train_classifier(exploded, labels, num_classes=10, protocol=EvaluationSpec(width=8, epochs=2), seed=0,
                          device=torch.device("cpu"))
+
+
+class _Payload:
+    def __reduce__(self):
+        import os
+
+        return os.system, ("touch pwned",)
+
+
+def test_a_checkpoint_is_read_back_but_one_carrying_a_pickled_object_is_refused(tmp_path, digits):
+    from raysynth.checkpointing import STATE_FILE, TrialState
+
+    split = make_split(digits, 2, seed=0)
+    snapshots = []
+    train_classifier(*split.fewshot, num_classes=10, protocol=EvaluationSpec(width=8, epochs=2), seed=0,
+                     device=torch.device("cpu"), on_snapshot=lambda epoch, make: snapshots.append(make()))
+    state = TrialState(seeds_done={0: {"accuracy": 50.0}}, evaluations={"k": {"runs": [], "partial": snapshots[0]}},
+                       synthetic={1: (torch.zeros(2, 1, 8, 8), torch.zeros(2, dtype=torch.long), {"x": 1.0})}, step=3)
+    restored = TrialState.read(state.write(tmp_path / "good").parent)  # optimizer, scheduler and generator states
+    torch.save({"seeds_done": _Payload()}, tmp_path / STATE_FILE)
+    with pytest.raises(errors.RaysynthError, match="refusing the checkpoint"):
+        TrialState.read(tmp_path)
+    assert restored.step == 3 and not (tmp_path / "pwned").exists() and not (REPO / "pwned").exists()

@@ -67,7 +67,7 @@ class PerceptualLoss(nn.Module):
         try:
             if weights:
                 model = vgg16()
-                model.load_state_dict(torch.load(Path(weights), map_location="cpu"))
+                model.load_state_dict(torch.load(Path(weights), map_location="cpu", weights_only=True))
             else:
                 model = vgg16(weights=VGG16_Weights.IMAGENET1K_V1)
         except (OSError, RuntimeError) as error:

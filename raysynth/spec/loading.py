@@ -105,6 +105,36 @@ def check_environment(spec: SweepSpec) -> None:
                                      "writable folder); set cache_dir or $RAYSYNTH_CACHE to a writable folder")
 
 
+MIN_FREE_BYTES = 64 << 20  # a sweep's SQLite stores grow by megabytes; less free space than this fails mid-sweep
+
+
+def check_writable_stores(spec: SweepSpec) -> None:
+    """A SQLite tracking or study store must be writable with space to grow, before a sweep starts: a
+    read-only, full or unopenable store is bad input (exit 2, one line), not minutes of retries."""
+    import shutil
+    import tempfile
+
+    for key, uri in (("tracking.uri", spec.tracking.uri), ("tune.study_storage", spec.tune.study_storage)):
+        if not uri or not uri.startswith("sqlite:///"):
+            continue
+        path = Path(uri[len("sqlite:///"):])
+        folder = path.parent
+        fix = f"point {key} at a writable folder with space (e.g. sqlite:///$PWD/mlflow.db)"
+        if not folder.is_dir():
+            raise SpecError(key, f"{shorten(str(folder))} is not an existing folder; create it or {fix}")
+        try:
+            with tempfile.NamedTemporaryFile(dir=folder, prefix=".raysynth-write-check-"):
+                pass
+        except OSError as error:
+            raise SpecError(key, f"cannot write in {shorten(str(folder))} ({error.strerror or type(error).__name__}); {fix}") from None
+        if path.exists() and not os.access(path, os.R_OK | os.W_OK):
+            raise SpecError(key, f"{shorten(str(path))} is not writable; {fix}")
+        free = shutil.disk_usage(folder).free
+        if free < MIN_FREE_BYTES:
+            raise SpecError(key, f"only {free >> 20} MiB free in {shorten(str(folder))} (at least {MIN_FREE_BYTES >> 20} MiB "
+                                 f"needed); free space or {fix}")
+
+
 def check_dataset_available(spec: SweepSpec) -> None:
     """A dataset that is neither here nor allowed to download is bad input, found before any work starts."""
     from raysynth.data.datasets import DATASETS, unavailable_message
