@@ -41,12 +41,15 @@ def is_secret_key(dotted_key: str) -> bool:
 
 
 def redact(data: Any, path: str = "") -> Any:
-    """A copy of nested ``data`` with the values of secret-looking keys replaced by ``***``."""
+    """A copy of nested ``data`` with the values of secret-looking keys replaced by ``***`` and the
+    credentials of every URI (user info, token-like query parameters) removed."""
     if isinstance(data, Mapping):
         return {k: (REDACTED if is_secret_key(f"{path}{k}") and not isinstance(v, Mapping) else redact(v, f"{path}{k}."))
                 for k, v in data.items()}
     if isinstance(data, list):
         return [redact(item, path) for item in data]
+    if isinstance(data, str) and "://" in data:
+        return redact_uri(data)
     return data
 
 

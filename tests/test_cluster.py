@@ -173,6 +173,7 @@ def test_secret_looking_keys_are_redacted_in_params_and_yaml(tmp_path):
     run = tracker.open_run(tracker.experiment_id("e"), "k", name="r", kind="trial", tags={})
     tracker.log_params(run.info.run_id, {"tracking.password": "hunter2", "params.api_key": "abc", "params.keep": 3})
     params = tracker.client.get_run(run.info.run_id).data.params
-    saved = yaml.safe_dump(redact({"tracking": {"token": "t0k3n", "uri": "http://h"}}))
+    saved = yaml.safe_dump(redact({"tracking": {"token": "t0k3n", "uri": "http://alice:S3cret@h:5000/?token=abc"},
+                                   "tune": {"storage": "s3://bucket/x?secret_key=k3y"}}))
     assert params == {"tracking.password": "***", "params.api_key": "***", "params.keep": "3"} and \
-        "t0k3n" not in saved and "http://h" in saved
+        not any(secret in saved for secret in ("t0k3n", "S3cret", "alice", "abc", "k3y")) and "h:5000" in saved

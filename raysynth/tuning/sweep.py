@@ -138,7 +138,7 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, resume: bool = Fal
                                            if not k.startswith(("ablation", "search")) and v not in ({}, [], None)})
         tracker.log_text(parent_run_id, yaml.safe_dump(data, sort_keys=False), "sweep.yaml")
         log(f"sweep {sweep_id}: experiment `{spec.experiment}`, {len(step_specs)} step(s), {len(spec.seeds)} seed(s), "
-            f"tracking {spec.tracking.uri}")
+            f"tracking {redact_uri(spec.tracking.uri)}")
 
     from raysynth.plugins import read as read_plugins
     from raysynth.tuning.trainable import SweepContext
@@ -173,7 +173,7 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, resume: bool = Fal
         log(f"report skipped: {error}")
     tracker.finish(parent_run_id)
     command = "raysynth" if shutil.which("raysynth") else "uv run raysynth"
-    uri = spec.tracking.uri
+    uri = redact_uri(spec.tracking.uri)
     runs_view = f"#/experiments/{experiment_id}/runs?searchFilter=tags.%60raysynth.kind%60%20%3D%20%27trial%27"
     log(f"\nopen the results:\n  {command} ui --tracking-uri {uri}   (then {runs_view}, group by ablation_step)\n"
         f"  {command} report --experiment {spec.experiment} --tracking-uri {uri}")
@@ -253,9 +253,8 @@ def _init_ray(address: str | None, log: Callable[[str], None], verbose: bool = F
     # would freeze a trial for minutes while a tracking server restarts
     env_vars = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
                 "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
-    for name in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN"):
-        if os.environ.get(name):  # basic auth for the tracking server, passed on to the workers, never logged
-            env_vars[name] = os.environ[name]
+    # Tracking credentials never travel in the runtime environment (Ray's agent logs it whole): a local
+    # instance's workers inherit the driver's environment; a cluster's nodes set their own (docs/cluster.md)
     runtime_env = {"env_vars": env_vars}
     level = logging.INFO if verbose else logging.WARNING
     if address:
