@@ -136,7 +136,7 @@ def test_a_lost_worker_resumes_its_trial_from_a_checkpoint(tmp_path, cluster, st
     resumed = next(t for t in trials if t.data.tags["raysynth.key"] == key)
     keys = [t.data.tags["raysynth.key"] for t in trials]
     assert len(keys) == len(set(keys)) == 2 and all(t.info.status == "FINISHED" for t in trials)
-    assert resumed.data.metrics.get("restored_from_step", 0) > 1
+    assert int(resumed.data.tags.get("restored_from_step", "0")) > 1
 
 
 @pytest.mark.slow

@@ -143,7 +143,8 @@ def test_an_interrupted_sweep_resumes_without_rerunning_or_duplicating(tmp_path,
     """Ctrl-C (SIGINT to the process group, as a terminal sends it) ends the sweep with 130, tags it
     interrupted and closes its trials in flight; a second Ctrl-C during the shutdown leaves no process."""
     steps = [{"name": f"x{ratio}", "method": "classic_augmentation", "params": {"expansion_ratio": ratio}} for ratio in range(2, 6)]
-    path = space(tmp_path, ablation=steps, evaluation={**TINY["evaluation"], "epochs": 40},
+    # trials of several seconds each, so the interrupt lands mid-sweep however fast the machine starts
+    path = space(tmp_path, ablation=steps, evaluation={**TINY["evaluation"], "epochs": 300, "probe_every": 50},
                  tune={**TINY["tune"], "max_concurrent": 1})
     uri = f"sqlite:///{tmp_path}/m.db"
     args = [sys.executable, "-m", "raysynth.cli", "sweep", str(path), "--set", f"tracking.uri={uri}", "--set", f"cache_dir={cache_dir}"]

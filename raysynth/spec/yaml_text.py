@@ -42,8 +42,25 @@ def _no_duplicate_keys(loader: SpaceLoader, node: yaml.MappingNode, deep: bool =
 SpaceLoader.add_constructor("tag:yaml.org,2002:map", lambda loader, node: _no_duplicate_keys(loader, node, deep=True))
 
 
+MAX_FLOW_DEPTH = 100  # nested [ { a space never needs; deeper text is refused before the slow parser sees it
+
+
+def _flow_depth(text: str) -> int:
+    """The deepest nesting of ``[``/``{`` in ``text`` (brackets inside quotes count too: an upper bound)."""
+    depth = deepest = 0
+    for char in text:
+        if char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth = max(0, depth - 1)
+    return deepest
+
+
 def load_yaml_text(text: str, where: str) -> Any:
     """Parses ``text`` with :class:`SpaceLoader`; a syntax error, alias bomb or deep nesting is one SpecError."""
+    if _flow_depth(text) > MAX_FLOW_DEPTH:  # PyYAML takes seconds per thousand levels before it gives up
+        raise SpecError("", f"{where}: nested too deeply; a space is a few levels of keys")
     try:
         aliases = sum(isinstance(event, yaml.AliasEvent) for event in yaml.parse(text, Loader=SpaceLoader))
         if aliases > MAX_ALIASES:
