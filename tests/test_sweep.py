@@ -138,14 +138,40 @@ def test_failing_trials_are_recorded_retried_only_when_a_retry_can_help_and_fail
     assert len(table) == 2 and result.stderr.count("Traceback") <= 1, result.stderr[-3000:]
 
 
+HOLDING_PLUGIN = """
+import time
+from pathlib import Path
+from pydantic import Field
+from raysynth.methods import Intent, Method, Params, SyntheticSet, register_method
+
+class HoldingParams(Params):
+    hold_file: str | None = Field(None, description="while this file exists, the fit waits (the test's interrupt lands here)")
+
+@register_method("holding")
+class Holding(Method):
+    Params = HoldingParams
+    intent = Intent.GENERATION
+
+    def fit(self, split, context, report):
+        waited = 0
+        while self.params.hold_file and Path(self.params.hold_file).exists() and waited < 600:
+            time.sleep(0.2)
+            waited += 1
+        report(1, waited=waited)
+        return SyntheticSet(*split.fewshot)
+"""
+
+
 @pytest.mark.parametrize("interrupt", ["kill -9", "ctrl-c", "ctrl-c twice"])
 def test_an_interrupted_sweep_resumes_without_rerunning_or_duplicating(tmp_path, cache_dir, interrupt):
     """Ctrl-C (SIGINT to the process group, as a terminal sends it) ends the sweep with 130, tags it
-    interrupted and closes its trials in flight; a second Ctrl-C during the shutdown leaves no process."""
-    steps = [{"name": f"x{ratio}", "method": "classic_augmentation", "params": {"expansion_ratio": ratio}} for ratio in range(2, 6)]
-    # trials of several seconds each, so the interrupt lands mid-sweep however fast the machine starts
-    path = space(tmp_path, ablation=steps, evaluation={**TINY["evaluation"], "epochs": 300, "probe_every": 50},
-                 tune={**TINY["tune"], "max_concurrent": 1})
+    interrupted and closes its trials in flight; a second Ctrl-C during the shutdown leaves no process.
+    The first step finishes; the others wait on a file, so the interrupt always lands mid-sweep."""
+    (tmp_path / "holding.py").write_text(HOLDING_PLUGIN)
+    hold = tmp_path / "hold"
+    hold.touch()
+    steps = [{"name": "free"}] + [{"name": f"held{i}", "params": {"hold_file": str(hold)}} for i in range(2)]
+    path = space(tmp_path, method="holding", plugins=["holding.py"], ablation=steps, tune={**TINY["tune"], "max_concurrent": 1})
     uri = f"sqlite:///{tmp_path}/m.db"
     args = [sys.executable, "-m", "raysynth.cli", "sweep", str(path), "--set", f"tracking.uri={uri}", "--set", f"cache_dir={cache_dir}"]
     log = tmp_path / "driver.log"
@@ -173,6 +199,7 @@ def test_an_interrupted_sweep_resumes_without_rerunning_or_duplicating(tmp_path,
         assert code == 130 and not left and sweep_run.data.tags.get("interrupted") == "true" and not in_flight, \
             (code, left, log.read_text()[-2000:])
     assert 1 <= len(finished_before) < len(steps), "the sweep must be interrupted mid-run"
+    hold.unlink()  # the held steps finish at once when the sweep resumes
 
     result = run_cli("sweep", str(path), "--resume", "--set", f"tracking.uri={uri}", "--set", f"cache_dir={cache_dir}", cwd=tmp_path)
     trials = runs(uri, "t", "trial")
