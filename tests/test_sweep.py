@@ -175,8 +175,9 @@ def test_an_interrupted_sweep_resumes_without_rerunning_or_duplicating(tmp_path,
     uri = f"sqlite:///{tmp_path}/m.db"
     args = [sys.executable, "-m", "raysynth.cli", "sweep", str(path), "--set", f"tracking.uri={uri}", "--set", f"cache_dir={cache_dir}"]
     log = tmp_path / "driver.log"
-    with open(log, "w") as stderr:
-        driver = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True)
+    with open(log, "w") as stderr:  # SIGINT as a terminal's foreground job has it, even if this test runs in the background
+        driver = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True,
+                                  preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 300
     finished_before: set[str] = set()
     while time.monotonic() < deadline and not finished_before:
