@@ -10,8 +10,10 @@ is what ``--resume`` restores (with the searcher's state).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import time
 import uuid
 from dataclasses import dataclass, field, replace
@@ -23,7 +25,7 @@ import yaml
 from raysynth.errors import RaysynthError
 from raysynth.metrics import PROBE_METRIC, PROBE_TIME
 from raysynth.spec import SweepSpec, flatten
-from raysynth.tracking import Tracker, git_commit, redact, redact_uri
+from raysynth.tracking import Tracker, git_commit, one_line, redact, redact_uri
 
 MAIN_STEP = "main"  # the step name of a space without an ablation ladder
 CONFIRM_SEED = "confirm_seed"  # the config key of a confirmation trial's seed
@@ -134,8 +136,7 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, resume: bool = Fal
                                     "steps: filter `tags.raysynth.kind = 'trial'` and group by the `ablation_step` tag; "
                                     "select on `val_*` metrics, report test metrics.")
         data = redact(spec.to_data())
-        tracker.log_params(parent_run_id, {k: v for k, v in flatten(data).items()
-                                           if not k.startswith(("ablation", "search")) and v not in ({}, [], None)})
+        tracker.log_params(parent_run_id, readable_params(data))
         tracker.log_text(parent_run_id, yaml.safe_dump(data, sort_keys=False), "sweep.yaml")
         log(f"sweep {sweep_id}: experiment `{spec.experiment}`, {len(step_specs)} step(s), {len(spec.seeds)} seed(s), "
             f"tracking {redact_uri(spec.tracking.uri)}")
@@ -180,6 +181,13 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, resume: bool = Fal
     return outcome
 
 
+def readable_params(data: dict) -> dict:
+    """A spec's data as MLflow params: what decides its trials, without the ladder, the search ranges
+    (the sweep's own bookkeeping, in `sweep.yaml`) or empty sections."""
+    flat = flatten({k: v for k, v in data.items() if k not in ("ablation", "search")})
+    return {k: v for k, v in flat.items() if v not in ({}, [], None)}
+
+
 def _sweep_description(spec: SweepSpec, step_specs: dict[str, SweepSpec], command: str) -> str:
     """The sweep run's description: what ran, on what budget, and the command that reproduces it."""
     lines = [f"**{spec.method}** on **{spec.dataset.name}** ({spec.dataset.images_per_class} images per class), "
@@ -201,18 +209,21 @@ def _local_folder(spec: SweepSpec, sweep_id: str) -> Path | None:
 def _close_interrupted(tracker: Tracker, experiment_id: str, sweep_id: str, parent_run_id: str, error: BaseException) -> None:
     """An interrupted sweep: its run KILLED and tagged interrupted, the trial and seed runs in flight KILLED
     (``--resume`` reopens them). A second Ctrl-C while this runs is ignored: the closing must finish."""
-    import signal
-
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
+    with _sigint_ignored(), contextlib.suppress(Exception):  # the store may be what failed: the run stays resumable
         quick = replace(tracker, retry_seconds=5)
         quick.set_tags(parent_run_id, {"interrupted": "true", "interrupted_by": type(error).__name__})
         for kind in ("trial", "seed"):
             for run in quick.runs(experiment_id, kind, f"tags.sweep_id = '{sweep_id}' and attributes.status = 'RUNNING'"):
                 quick.finish(run.info.run_id, "KILLED")
         quick.finish(parent_run_id, "KILLED")
-    except Exception:  # the store itself may be what failed; the sweep run then stays RUNNING, still resumable
-        pass
+
+
+@contextlib.contextmanager
+def _sigint_ignored():
+    """Within: Ctrl-C is ignored (closing runs, shutting Ray down must finish); after: as before."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
     finally:
         signal.signal(signal.SIGINT, previous)
 
@@ -220,17 +231,12 @@ def _close_interrupted(tracker: Tracker, experiment_id: str, sweep_id: str, pare
 def _shutdown_ray(address: str | None) -> None:
     """Stops the local Ray instance this sweep started (all its processes) before the driver exits; a
     second Ctrl-C during the shutdown is ignored so that nothing is left orphaned."""
-    import signal
-
     import ray
 
     if not ray.is_initialized():
         return
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
+    with _sigint_ignored():
         ray.shutdown()
-    finally:
-        signal.signal(signal.SIGINT, previous)
 
 
 def _init_ray(address: str | None, log: Callable[[str], None], verbose: bool = False,
@@ -384,7 +390,7 @@ def failure_reason(error: object) -> str:
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     if len(lines) > 1 or not isinstance(error, BaseException):  # a traceback as text: its last line is the exception
         return lines[-1][:500] if lines else "unknown error"
-    return f"{type(error).__name__}: {lines[0][:500]}" if lines else type(error).__name__
+    return one_line(error, 500)
 
 
 def failure_table(failed: list[dict]) -> str:

@@ -24,11 +24,11 @@ from ray import tune
 from raysynth.checkpointing import Checkpointer, TrialState
 from raysynth.plugins import Plugin
 from raysynth.plugins import load as load_plugins
-from raysynth.tuning.sweep import CONFIRM_SEED, FAILURE
+from raysynth.tuning.sweep import CONFIRM_SEED, FAILURE, readable_params
 from raysynth.data import ImageDataset, Split
 from raysynth.methods import SyntheticSet
 from raysynth.runner import run_trial
-from raysynth.spec import SweepSpec, flatten
+from raysynth.spec import SweepSpec
 from raysynth.errors import RaysynthError
 from raysynth.metrics import rounded
 from raysynth.tracking import Tracker, one_line, redact
@@ -176,7 +176,7 @@ def train_trial(config: dict[str, Any], *, context: SweepContext, datasets: Mapp
         if CONFIRM_SEED in config:
             spec = spec.with_seeds([config[CONFIRM_SEED]])
         data = redact(spec.to_data())
-        tracker.log_params(run_id, {**_readable_params(data), "seeds": spec.seeds})
+        tracker.log_params(run_id, {**readable_params(data), "seeds": spec.seeds})
         if attempts == 1:
             tracker.log_text(run_id, yaml.safe_dump(data, sort_keys=False), "config.yaml")
         resources = tune.get_context().get_trial_resources()
@@ -210,13 +210,6 @@ def train_trial(config: dict[str, Any], *, context: SweepContext, datasets: Mapp
         if logger is not None:
             logger.close()
     tune.report(metrics)
-
-
-def _readable_params(data: Mapping[str, Any]) -> dict[str, Any]:
-    """The trial's configuration as MLflow params: what decides the trial, without the sweep's own
-    bookkeeping (ladder, search ranges) or empty sections."""
-    flat = flatten({k: v for k, v in data.items() if k not in ("ablation", "search")})
-    return {k: v for k, v in flat.items() if v not in ({}, [], None)}
 
 
 def _description(step: str | None, sampled: Mapping[str, Any], confirm_seed: int | None, role: str) -> str:
