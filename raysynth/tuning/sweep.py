@@ -173,7 +173,9 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, resume: bool = Fal
     except RaysynthError as error:
         log(f"report skipped: {error}")
     tracker.finish(parent_run_id)
-    command = "raysynth" if shutil.which("raysynth") else "uv run raysynth"
+    # under `uv run` the venv's raysynth is on PATH only for this process: the user's shell needs `uv run`
+    direct = shutil.which("raysynth") and not os.environ.get("UV_RUN_RECURSION_DEPTH")
+    command = "raysynth" if direct else "uv run raysynth"
     uri = redact_uri(spec.tracking.uri)
     runs_view = f"#/experiments/{experiment_id}/runs?searchFilter=tags.%60raysynth.kind%60%20%3D%20%27trial%27"
     log(f"\nopen the results:\n  {command} ui --tracking-uri {uri}   (then {runs_view}, group by ablation_step)\n"
