@@ -95,12 +95,14 @@ def cmd_sweep(args) -> int:
     from raysynth.tuning.sweep import run_sweep
 
     spec = only_steps(load_spec(args.space, args.assignments), args.only)
-    check_writable_stores(spec)
+    check_writable_stores(spec, args.address)
     if args.address is None:
         _check_device(spec)
     import shlex
 
-    command = shlex.join(["raysynth", *args.argv])
+    from raysynth.secrets import redact_text
+
+    command = redact_text(shlex.join(["raysynth", *args.argv]))  # shown in hints and the sweep's description
     outcome = run_sweep(spec, address=args.address, resume=args.resume, log=_log, verbose=args.verbose, command=command)
     return 1 if outcome.failures else 0
 

@@ -12,7 +12,6 @@ briefly unreachable (or a busy SQLite file) delays logging, it does not fail the
 
 from __future__ import annotations
 
-import re
 import subprocess
 import sys
 import tempfile
@@ -26,50 +25,12 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
 from raysynth.errors import RaysynthError
+from raysynth.secrets import REDACTED, is_secret_key, redact, redact_text, redact_uri  # noqa: F401  (re-exported)
 
 PARENT_TAG = "mlflow.parentRunId"
 KIND_TAG = "raysynth.kind"
 KEY_TAG = "raysynth.key"
 MAX_PARAM_LENGTH = 6000
-SECRET_KEY = re.compile(r"(token|password|passwd|secret|credential|api_?key|access_?key|private_?key|(^|[._])key$)", re.I)
-REDACTED = "***"
-
-
-def is_secret_key(dotted_key: str) -> bool:
-    """Keys that look like credentials are never logged or saved in clear."""
-    return bool(SECRET_KEY.search(dotted_key.split(".")[-1]))
-
-
-def redact(data: Any, path: str = "") -> Any:
-    """A copy of nested ``data`` with the values of secret-looking keys replaced by ``***`` and the
-    credentials of every URI (user info, token-like query parameters) removed."""
-    if isinstance(data, Mapping):
-        return {k: (REDACTED if is_secret_key(f"{path}{k}") and not isinstance(v, Mapping) else redact(v, f"{path}{k}."))
-                for k, v in data.items()}
-    if isinstance(data, list):
-        return [redact(item, path) for item in data]
-    if isinstance(data, str) and "://" in data:
-        return redact_uri(data)
-    return data
-
-
-def redact_uri(uri: str | None) -> str | None:
-    """``scheme://user:password@host/...?token=...`` -> ``scheme://***@host/...?token=***``."""
-    if not uri or "://" not in uri:
-        return uri
-    from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
-
-    parts = urlsplit(uri)
-    pairs = parse_qsl(parts.query, keep_blank_values=True)
-    if "@" not in parts.netloc and not any(is_secret_key(k) for k, _ in pairs):
-        return uri  # nothing to hide; urlunsplit would also drop the empty host of sqlite:////abs/path
-    netloc = parts.netloc
-    if "@" in netloc:
-        netloc = f"{REDACTED}@{netloc.rsplit('@', 1)[1]}"
-    query = urlencode([(k, REDACTED if is_secret_key(k) else v) for k, v in pairs], safe="*")
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
-
-
 def git_commit(folder: Path) -> str:
     """The commit of the code that runs (``unknown`` outside a git checkout)."""
     try:
@@ -106,10 +67,14 @@ class Tracker:
             try:
                 return function(*args, **kwargs)
             except Exception as error:  # MLflow wraps connection and database errors in several types
+                if _is_refused(error):  # the server answered: no retry helps, and a traceback helps nobody
+                    raise RaysynthError(f"{what}: {redact_uri(self.tracking_uri)} refused it ({one_line(error, 200)}); check "
+                                        "the user in MLFLOW_TRACKING_USERNAME or ~/.mlflow/credentials and its permission "
+                                        "on the experiment") from None
                 if _is_permanent(error) or time.monotonic() > deadline:
                     raise
                 if not warned:
-                    self.log(f"[tracking] {what} failed ({type(error).__name__}: {str(error).splitlines()[0][:120]}); retrying")
+                    self.log(f"[tracking] {what} failed ({type(error).__name__}: {redact_text(str(error).splitlines()[0])[:120]}); retrying")
                     warned = True
                 time.sleep(delay)
                 delay = min(delay * 2, 10.0)
@@ -214,8 +179,14 @@ class Tracker:
 
 def one_line(error: BaseException, limit: int = 4000) -> str:
     """``Type: message`` on one line (what a failure table and a run's ``error`` tag show)."""
-    message = " ".join(str(error).split())[:limit]
+    message = redact_text(" ".join(str(error).split()))[:limit]
     return f"{type(error).__name__}: {message}" if message else type(error).__name__
+
+
+def _is_refused(error: Exception) -> bool:
+    """The tracking server rejected the credentials (401) or the user's permission (403)."""
+    text = str(error)
+    return any(code in text for code in ("UNAUTHENTICATED", "PERMISSION_DENIED", "error code 401", "error code 403"))
 
 
 def _is_permanent(error: Exception) -> bool:

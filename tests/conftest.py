@@ -47,18 +47,20 @@ def run_cli(*args: str, cwd: Path, env_extra: dict | None = None, timeout: float
 class MlflowServer:
     """A real `mlflow server` on 127.0.0.1 with a SQLite store; ``stop``/``start`` keep port and store."""
 
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path, app_name: str | None = None, env: dict | None = None):
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
         self.folder, self.url, self.process = folder, f"http://127.0.0.1:{self.port}", None
+        self.app_name, self.env = app_name, env
 
     def start(self) -> None:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{self.folder}/server.db",
              "--artifacts-destination", str(self.folder / "server-artifacts"), "--host", "127.0.0.1",
-             "--port", str(self.port), "--workers", "1"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+             "--port", str(self.port), "--workers", "1", *(["--app-name", self.app_name] if self.app_name else [])],
+            stdout=subprocess.DEVNULL, stderr=open(self.folder / "server.log", "w"), start_new_session=True,
+            env={**os.environ, **(self.env or {})})
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             try:
@@ -67,7 +69,7 @@ class MlflowServer:
             except OSError:
                 time.sleep(0.5)
         self.stop()
-        raise RuntimeError("mlflow server did not start")
+        raise RuntimeError(f"mlflow server did not start: {(self.folder / 'server.log').read_text()[-2000:]}")
 
     def stop(self) -> None:
         if self.process is not None:

@@ -108,11 +108,21 @@ def check_environment(spec: SweepSpec) -> None:
 MIN_FREE_BYTES = 64 << 20  # a sweep's SQLite stores grow by megabytes; less free space than this fails mid-sweep
 
 
-def check_writable_stores(spec: SweepSpec) -> None:
-    """A SQLite tracking or study store must be writable with space to grow, before a sweep starts: a
-    read-only, full or unopenable store is bad input (exit 2, one line), not minutes of retries."""
+def check_writable_stores(spec: SweepSpec, address: str | None = None) -> None:
+    """A SQLite tracking or study store must be writable with space to grow, a tracking server must accept
+    the credentials, and credentials in the URI cannot reach a cluster's workers: all checked before a
+    sweep starts, so a bad store is bad input (exit 2, one line), not minutes of retries."""
     import shutil
     import tempfile
+
+    from raysynth.secrets import has_credentials, redact_uri
+
+    if address is not None and has_credentials(spec.tracking.uri):
+        raise SpecError("tracking.uri", f"{redact_uri(spec.tracking.uri)} carries credentials, which never travel to a "
+                                        "cluster's workers: use a plain URI and put the credentials in ~/.mlflow/credentials "
+                                        "on every node (docs/cluster.md)")
+    if spec.tracking.uri.startswith(("http://", "https://")):
+        _check_server_accepts(spec.tracking.uri)
 
     for key, uri in (("tracking.uri", spec.tracking.uri), ("tune.study_storage", spec.tune.study_storage)):
         if not uri or not uri.startswith("sqlite:///"):
@@ -133,6 +143,33 @@ def check_writable_stores(spec: SweepSpec) -> None:
         if free < MIN_FREE_BYTES:
             raise SpecError(key, f"only {free >> 20} MiB free in {shorten(str(folder))} (at least {MIN_FREE_BYTES >> 20} MiB "
                                  f"needed); free space or {fix}")
+
+
+def _check_server_accepts(uri: str) -> None:
+    """A tracking server that refuses the credentials (401/403) is bad input; one that does not answer
+    is left to the tracker's retries (it may be restarting)."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    from raysynth.secrets import redact_uri
+
+    saved = {name: os.environ.get(name) for name in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT")}
+    os.environ.update({"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"})
+    try:
+        MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
+    except MlflowException as error:
+        if error.get_http_status_code() in (401, 403) or "401" in str(error) or "403" in str(error):
+            raise SpecError("tracking.uri", f"the server at {redact_uri(uri)} refused the credentials; set "
+                                            "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or ~/.mlflow/credentials) "
+                                            "to a user it knows") from None
+    except Exception:  # unreachable for now: the tracker retries
+        pass
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def check_dataset_available(spec: SweepSpec) -> None:

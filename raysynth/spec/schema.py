@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Mapping
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SerializeAsAny, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SerializeAsAny, field_validator, model_validator
 
 from raysynth.params import Params
+from raysynth.secrets import has_credentials, redact_uri
 
 class Strict(BaseModel):
     """Spec sections: unknown keys refused, values frozen, numbers finite, integers never from booleans."""
@@ -91,6 +92,17 @@ class TuneSpec(Strict):
                                      "the number to quote")
     study_storage: str | None = Field(None, description="Optuna storage URL of the searches' studies; default "
                                       "sqlite:///optuna.db beside a SQLite tracking store (or in the working folder)")
+
+    @field_validator("storage", "study_storage")
+    @classmethod
+    def _no_credentials(cls, value: str | None, info):
+        # Tune pickles both into its experiment state (the searcher holds the study's storage)
+        if has_credentials(value):
+            where = ("the cloud's own credentials (AWS_* variables, an instance role)" if info.field_name == "storage"
+                     else "the database client's own (PostgreSQL: PGPASSWORD or ~/.pgpass)")
+            raise ValueError(f"`{redact_uri(value)}` carries credentials, which Tune would save in its experiment state; "
+                             f"remove them from the URI and use {where}")
+        return value
 
     @model_validator(mode="after")
     def _metric_mode_match(self):

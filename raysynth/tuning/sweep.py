@@ -11,6 +11,7 @@ is what ``--resume`` restores (with the searcher's state).
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shutil
 import signal
@@ -25,7 +26,8 @@ import yaml
 from raysynth.errors import RaysynthError
 from raysynth.metrics import PROBE_METRIC, PROBE_TIME
 from raysynth.spec import SweepSpec, flatten
-from raysynth.tracking import Tracker, git_commit, one_line, redact, redact_uri
+from raysynth.secrets import TRACKING_URI_ENV, has_credentials, redact, redact_text, redact_uri
+from raysynth.tracking import Tracker, git_commit, one_line
 
 MAIN_STEP = "main"  # the step name of a space without an ablation ladder
 CONFIRM_SEED = "confirm_seed"  # the config key of a confirmation trial's seed
@@ -110,6 +112,7 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, resume: bool = Fal
 
     if not verbose:
         _quiet_ray_logging(None)  # until the sweep's folder (and its driver.log) is known
+    os.environ.update(QUIET_MLFLOW)
     tracker = Tracker(spec.tracking.uri, log=log)
     commit = git_commit(Path(__file__).resolve().parent)
     experiment_id = tracker.experiment_id(spec.experiment)
@@ -144,9 +147,12 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, resume: bool = Fal
     from raysynth.plugins import read as read_plugins
     from raysynth.tuning.trainable import SweepContext
 
+    if has_credentials(spec.tracking.uri):  # a local instance's workers inherit the driver's environment
+        os.environ[TRACKING_URI_ENV] = spec.tracking.uri
     context = SweepContext(sweep_id=sweep_id, experiment_id=experiment_id, parent_run_id=parent_run_id,
-                           tracking_uri=spec.tracking.uri, git_commit=commit,
-                           ladder=bool(spec.ablation), step_specs=step_specs, plugins=read_plugins(spec.plugins))
+                           tracking_uri=redact_uri(spec.tracking.uri), git_commit=commit, ladder=bool(spec.ablation),
+                           step_specs={name: without_credentials(step) for name, step in step_specs.items()},
+                           plugins=read_plugins(spec.plugins))
     outcome = SweepOutcome(sweep_id, parent_run_id)
     sweep_folder = _local_folder(spec, sweep_id)
     _init_ray(address, log, verbose, sweep_folder)
@@ -230,6 +236,14 @@ def _sigint_ignored():
         signal.signal(signal.SIGINT, previous)
 
 
+def without_credentials(spec: SweepSpec) -> SweepSpec:
+    """``spec`` as it may be pickled into Tune's state and shipped to workers: its tracking URI redacted
+    (the trial finds the real one in its environment, :func:`raysynth.secrets.worker_tracking_uri`)."""
+    if not has_credentials(spec.tracking.uri):
+        return spec
+    return spec.model_copy(update={"tracking": spec.tracking.model_copy(update={"uri": redact_uri(spec.tracking.uri)})})
+
+
 def _shutdown_ray(address: str | None) -> None:
     """Stops the local Ray instance this sweep started (all its processes) before the driver exits; a
     second Ctrl-C during the shutdown is ignored so that nothing is left orphaned."""
@@ -239,6 +253,10 @@ def _shutdown_ray(address: str | None) -> None:
         return
     with _sigint_ignored():
         ray.shutdown()
+
+
+# MLflow prints "View run at <server URL>" on every finished run (the URL would carry the credentials)
+QUIET_MLFLOW = {"MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true"}
 
 
 def _init_ray(address: str | None, log: Callable[[str], None], verbose: bool = False,
@@ -260,7 +278,7 @@ def _init_ray(address: str | None, log: Callable[[str], None], verbose: bool = F
     # trials retry MLflow calls themselves (and buffer metrics); the client's own long HTTP retries
     # would freeze a trial for minutes while a tracking server restarts
     env_vars = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
-                "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
+                "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false", **QUIET_MLFLOW}
     # Tracking credentials never travel in the runtime environment (Ray's agent logs it whole): a local
     # instance's workers inherit the driver's environment; a cluster's nodes set their own (docs/cluster.md)
     runtime_env = {"env_vars": env_vars}
@@ -280,6 +298,13 @@ def _init_ray(address: str | None, log: Callable[[str], None], verbose: bool = F
     log(f"Ray: {where} ({shown})" + (f"; worker logs in {logs}" if logs and not verbose else ""))
 
 
+class RedactingFormatter(logging.Formatter):
+    """Log lines without the credentials of any URL they mention (MLflow and Ray print store URIs)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact_text(super().format(record))
+
+
 def _quiet_ray_logging(sweep_folder: Path | None) -> None:
     """Ray's, Tune's, MLflow's and Optuna's loggers write to ``<sweep folder>/driver.log`` instead of the
     terminal; Tune prints no tables or banners (its old reporter at verbosity 0)."""
@@ -292,7 +317,7 @@ def _quiet_ray_logging(sweep_folder: Path | None) -> None:
     if sweep_folder is not None:
         sweep_folder.mkdir(parents=True, exist_ok=True)
         handler = logging.FileHandler(sweep_folder / "driver.log")
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         handlers.append(handler)
     import optuna
 
@@ -322,7 +347,8 @@ def _run_group(spec: SweepSpec, group: TrialGroup, context, datasets, resume: bo
         log(f"[{group.name}] restoring from {path}")
         tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=False, restart_errored=False)
     else:
-        if spec.tune.scheduler.kind == "asha":
+        if spec.tune.scheduler.kind == "asha" and group.role == "search":
+            # only a search's trials compete: a ladder's steps and a confirmation's seeds all run to the end
             # max_t one past the last probe: ASHA stops a trial that reaches max_t, and a trial that
             # survived every rung must go on to its final evaluation
             scheduler = ASHAScheduler(time_attr=PROBE_TIME, metric=PROBE_METRIC, mode="max",
@@ -336,7 +362,6 @@ def _run_group(spec: SweepSpec, group: TrialGroup, context, datasets, resume: bo
         elif group.role == "confirmation":  # one trial per fresh seed, so the seeds use every slot
             param_space = {**group.selected, CONFIRM_SEED: tune.grid_search(list(group.search_spec.tune.confirm_seeds))}
             search_alg, num_samples = None, 1
-            scheduler = FIFOScheduler()  # a confirmation runs to the end
         else:
             search_alg, param_space, num_samples = None, {"step": tune.grid_search(group.step_names)}, 1
         events = _events(spec, group, context, log, verbose)

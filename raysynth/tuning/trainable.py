@@ -31,7 +31,8 @@ from raysynth.runner import run_trial
 from raysynth.spec import SweepSpec
 from raysynth.errors import RaysynthError
 from raysynth.metrics import rounded
-from raysynth.tracking import Tracker, one_line, redact
+from raysynth.secrets import redact, worker_tracking_uri
+from raysynth.tracking import Tracker, one_line
 from raysynth.visualize import save_sample_grid
 
 
@@ -49,7 +50,7 @@ class SweepContext:
     plugins: tuple[Plugin, ...] = ()
 
     def tracker(self) -> Tracker:
-        return Tracker(self.tracking_uri)
+        return Tracker(worker_tracking_uri(self.tracking_uri))
 
     def __reduce__(self):
         # A step spec's params may be a plugin's model, pickled by reference to the plugin's module: a
