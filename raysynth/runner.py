@@ -59,6 +59,10 @@ def check_synthetic(synthetic: SyntheticSet, split: Split, method: str) -> None:
         raise RaysynthError(f"method `{method}` returned labels outside 0..{split.num_classes - 1}")
     if not torch.isfinite(synthetic.images).all():
         raise NonFiniteLossError(f"method `{method}` returned non-finite pixels")
+    outside = (synthetic.images - split.dataset.in_range(synthetic.images)).abs() > 1e-4
+    if outside.any():  # a classifier would train on pixels no real image has
+        raise RaysynthError(f"method `{method}` returned {100 * outside.float().mean():.1f} % of pixels outside the data "
+                            "range (pixels in [0, 1] before normalizing); clamp with dataset.in_range")
 
 
 def aggregate(per_seed: list[dict[str, float]]) -> dict[str, float]:

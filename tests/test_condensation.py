@@ -18,6 +18,16 @@ def test_koopcon_condenses_to_exactly_ipc_images_per_class(digits):
     assert torch.bincount(synthetic.labels).tolist() == [3] * 10 and synthetic.images.shape[1:] == (1, 8, 8)
 
 
+def test_koopman_operator_stays_near_the_identity_over_a_short_fit(digits):
+    """T starts at I; at the shared learning rate Adam moved it by about its own norm in 100 steps."""
+    split = make_split(digits, 3, seed=0)
+    cls = METHODS.get("koopcon")
+    params = cls.Params.model_validate({"ae_epochs": 1, "ae_images": 400, "batch_per_class": 8,
+                                        "ae": {"depth": "shallow", "latent_channels": 32}})
+    synthetic = cls(params).fit(split, FitContext(epochs=40, device=torch.device("cpu"), seed=0), lambda step, **m: None)
+    assert synthetic.info["koopman_t_deviation"] < 0.2
+
+
 def test_koopman_operator_is_linear():
     torch.manual_seed(0)
     operator = KoopmanOperator(4 * 2 * 2)

@@ -56,6 +56,20 @@ def test_dsa_is_siamese():
     assert torch.equal(a, b)
 
 
+@pytest.mark.parametrize("op", ["color", "crop", "cutout", "flip", "scale", "rotate"])
+def test_distribution_matching_gives_a_real_and_a_synthetic_batch_one_shared_transform(digits, op):
+    """DM's real batch (many images) and synthetic batch (few) see the identical transformation, as the
+    reference code's batch mode: the same image comes out the same wherever it sits in either batch."""
+    from raysynth.methods.dm import distribution_matching_loss
+
+    image = digits.normalize(digits.train_images[:1]).float()
+    seen = []
+    distribution_matching_loss(lambda batch: seen.append(batch) or batch.flatten(1), [image.repeat(9, 1, 1, 1)],
+                               [image.repeat(2, 1, 1, 1)], torch.Generator().manual_seed(3), (op,))
+    real, synthetic = seen
+    assert all(torch.equal(out, real[0]) for out in [*real, *synthetic]) and not torch.equal(real[0], image[0])
+
+
 def test_dsa_is_differentiable():
     x = torch.randn(4, 3, 16, 16, requires_grad=True)
     generator = torch.Generator().manual_seed(0)

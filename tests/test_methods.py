@@ -80,6 +80,21 @@ def test_the_same_seed_gives_the_identical_synthetic_set(name, digits):
 
 
 @pytest.mark.parametrize("name", METHODS.names())
+def test_a_cold_and_a_warm_cache_give_the_identical_synthetic_set(name, digits, tmp_path):
+    """A pretrained network trained here (cold) or read from the cache (warm) must start every other
+    module the same way: results may not depend on what ran on the machine before."""
+    cls = METHODS.get(name)
+    split = make_split(digits, 3, seed=0)
+
+    def fit():
+        context = FitContext(epochs=1, device=torch.device("cpu"), seed=0, cache_dir=tmp_path)
+        return cls(cls.Params.model_validate(cls.smoke_params)).fit(split, context, lambda step, **m: None)
+
+    cold, warm = fit(), fit()
+    assert torch.equal(cold.images, warm.images) and torch.equal(cold.labels, warm.labels)
+
+
+@pytest.mark.parametrize("name", METHODS.names())
 def test_a_method_leaves_the_global_random_state_alone(name, digits):
     import numpy as np
 

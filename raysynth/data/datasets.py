@@ -62,6 +62,10 @@ class ImageDataset:
         std = torch.tensor(self.std, device=images.device).view(1, -1, 1, 1)
         return (images * std + mean).clamp(0, 1)
 
+    def in_range(self, images: torch.Tensor) -> torch.Tensor:
+        """Normalized images clamped to what a real image can be (pixels in [0, 1] before normalizing)."""
+        return self.normalize(self.denormalize(images))
+
 
 @dataclass(frozen=True)
 class DatasetSource:

@@ -39,9 +39,9 @@ def distribution_matching_loss(embed, real: list[torch.Tensor], synthetic: list[
     for real_c, synthetic_c in zip(real, synthetic):
         if generator is not None:
             state = generator.get_state()
-            real_c = dsa_augment(real_c, generator, policy)
+            real_c = dsa_augment(real_c, generator, policy, shared=True)
             generator.set_state(state)
-            synthetic_c = dsa_augment(synthetic_c, generator, policy)
+            synthetic_c = dsa_augment(synthetic_c, generator, policy, shared=True)
         loss = loss + (embed(real_c).mean(0) - embed(synthetic_c).mean(0)).pow(2).sum()
     return loss
 
@@ -86,4 +86,5 @@ class DistributionMatching(Method):
             optimizer.step()
             if report_due(iteration, iterations):
                 report(iteration, loss=loss.item())
-        return SyntheticSet(synthetic.detach().cpu(), labels.clone())
+        # the learned pixels are unconstrained: what a classifier trains on is clamped to real images' range
+        return SyntheticSet(dataset.in_range(synthetic.detach()).cpu(), labels.clone())

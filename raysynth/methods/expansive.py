@@ -135,17 +135,21 @@ class ExpansiveSynthesis(Method):
             return KoopmanAutoencoder(split.channels, split.image_size, params.ae.latent_channels, params.ae.depth,
                                       params.ae.variational, params.ae.width, params.ae.film)
 
-        with context.seeded_init():
+        # each module from its own stream: whether the autoencoder came from the cache (no draws) or was
+        # trained here cannot change how the others start
+        with context.seeded_init("autoencoder"):
             if params.pretrain == "none":
                 autoencoder = build()  # no larger set: every weight is trained on X
             else:
                 autoencoder = self._pretrained(split, context, report, build)
                 autoencoder.freeze_for_finetuning()
-            latent_size = autoencoder.latent_size
-            if latent_size % params.attention.patch:
-                raise SpecError("params.attention.patch", f"{params.attention.patch} does not divide the "
-                                f"{latent_size} x {latent_size} latent map of {split.dataset.name}; use a divisor of {latent_size}")
+        latent_size = autoencoder.latent_size
+        if latent_size % params.attention.patch:
+            raise SpecError("params.attention.patch", f"{params.attention.patch} does not divide the "
+                            f"{latent_size} x {latent_size} latent map of {split.dataset.name}; use a divisor of {latent_size}")
+        with context.seeded_init("expander"):
             expander = Expander(params, num_classes, latent_size)
+        with context.seeded_init("classifier"):
             classifier = build_classifier("convnet", channels=split.channels, num_classes=num_classes,
                                           image_size=split.image_size, width=params.classifier_width)
         modules = nn.ModuleDict({"autoencoder": autoencoder, "expander": expander, "classifier": classifier}).to(device)
@@ -211,7 +215,7 @@ class ExpansiveSynthesis(Method):
                 for start in range(0, count, 256):
                     chunk = min(256, count - start)
                     new = expander.new_latents(latents[members], cls, chunk, generator, codeword=True)
-                    out_images.append(autoencoder.decode(new).cpu())
+                    out_images.append(split.dataset.in_range(autoencoder.decode(new)).cpu())
                     out_labels.append(torch.full((chunk,), cls))
             info = {}
             if expander.graphs is not None:

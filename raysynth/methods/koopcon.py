@@ -28,6 +28,10 @@ class KoopconParams(CondensationParams):
     batch_per_class: int = Field(64, ge=2, le=100_000, description="real images per class per condensation step")
     key_dim: int = Field(64, ge=1, le=4096, description="width of the pooling's queries and keys")
     lr: float = Field(1e-3, gt=0, le=10, description="Adam learning rate of the condensation phase")
+    operator_lr: float | None = Field(None, gt=0, le=10, description="Adam learning rate of T; default lr / d (d: the "
+                                      "latent dimension), so that a step moves T·y by about lr relative to y, as every "
+                                      "other parameter moves (at lr, Adam's sign-like steps on d x d entries move each "
+                                      "coordinate of T·y by about lr·|y|_1)")
     classifier_width: int = Field(32, ge=8, le=4096, description="width of the ConvNet giving L_ce")
     ae: AutoencoderParams = AutoencoderParams()
     attention: AttentionParams = AttentionParams(variant="mhsa")
@@ -70,22 +74,29 @@ class Koopcon(Method):
                                       ae.width, ae.film)
 
         subset = torch.randperm(len(all_images), generator=generator)[: params.ae_images]
-        with context.seeded_init():
+        # each module from its own stream: a cached autoencoder (no draws) cannot change how the others start
+        with context.seeded_init("autoencoder"):
             autoencoder = pretrained_autoencoder(build, all_images[subset], settings={"dataset": dataset.name, "ae": params.ae.model_dump(),
                                                  "whole_training_set": True}, epochs=params.ae_epochs,
                                                  kl_weight=params.ae.kl_weight, device=device, seed=context.seed_for("pretraining"),
                                                  cache_dir=context.cache_dir, on_epoch=lambda e, loss: report(e, ae_re=loss))
-            size = autoencoder.latent_size
+        size = autoencoder.latent_size
+        dimension = params.ae.latent_channels * size * size
+        with context.seeded_init("attention"):
             attention = LatentAttention(params.attention.variant, params.ae.latent_channels, size, params.attention.patch,
                                         params.attention.heads)
-            dimension = params.ae.latent_channels * size * size
+        with context.seeded_init("pooling"):
             pooling = AttentionPooling(num_classes, per_class, dimension, params.key_dim)
-            operator = KoopmanOperator(dimension)
+        operator = KoopmanOperator(dimension)
+        with context.seeded_init("classifier"):
             classifier = build_classifier("convnet", channels=split.channels, num_classes=num_classes,
                                           image_size=split.image_size, width=params.classifier_width)
         modules = nn.ModuleDict({"autoencoder": autoencoder, "attention": attention, "pooling": pooling,
                                  "operator": operator, "classifier": classifier}).to(device)
-        optimizer = torch.optim.Adam(modules.parameters(), lr=params.lr)
+        others = [p for name, p in modules.named_parameters() if not name.startswith("operator.")]
+        optimizer = torch.optim.Adam([{"params": others},
+                                      {"params": operator.parameters(), "lr": params.operator_lr or params.lr / dimension}],
+                                     lr=params.lr)
         by_class = [torch.nonzero(dataset.train_labels == c).flatten() for c in range(num_classes)]
         new_labels = torch.arange(num_classes).repeat_interleave(per_class).to(device)
         loss = params.loss
@@ -114,7 +125,10 @@ class Koopcon(Method):
                                for members in by_class])
             latents = autoencoder.encode(all_images[batch].to(device))
             condensed = self.condense(modules, latents, dataset.train_labels[batch].to(device), num_classes)
-            return SyntheticSet(autoencoder.decode(condensed).cpu(), new_labels.cpu())
+            identity = torch.eye(dimension, device=device)
+            deviation = float(torch.linalg.matrix_norm(operator.weight - identity, ord=2))
+            images = dataset.in_range(autoencoder.decode(condensed))  # the decoder is unbounded
+            return SyntheticSet(images.cpu(), new_labels.cpu(), {"koopman_t_deviation": deviation})
 
     @staticmethod
     def condense(modules: nn.ModuleDict, latents: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:

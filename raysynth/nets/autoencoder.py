@@ -162,7 +162,7 @@ def train_autoencoder(model: KoopmanAutoencoder, images: torch.Tensor, *, epochs
         total, count = 0.0, 0
         for start in range(0, len(images), batch_size):
             batch = images[order[start: start + batch_size]].to(device)
-            loss, _ = reconstruction_loss(model, batch, kl_weight)
+            loss, _ = reconstruction_loss(model, batch, kl_weight, generator)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -178,12 +178,14 @@ def pretrained_autoencoder(build: Callable[[], KoopmanAutoencoder], images: torc
     disk under a key of ``settings`` (which must identify the images and the architecture), so every
     trial on the machine with the same settings reuses one training."""
 
-    def train() -> dict[str, torch.Tensor]:
-        model = train_autoencoder(build(), images, epochs=epochs, kl_weight=kl_weight, device=device, seed=seed,
-                                  on_epoch=on_epoch)
-        return model.state_dict()
-
+    # built once: a second build() on a cold cache would draw from the caller's random stream again, and
+    # every module initialized after it would differ between a cold and a warm cache
     model = build()
+
+    def train() -> dict[str, torch.Tensor]:
+        return train_autoencoder(model, images, epochs=epochs, kl_weight=kl_weight, device=device, seed=seed,
+                                 on_epoch=on_epoch).state_dict()
+
     if cache_dir is None:
         model.load_state_dict(train())
     else:
