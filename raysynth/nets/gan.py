@@ -1,16 +1,18 @@
 """GAN building blocks shared by `eieg` and `dcgan`: DCGAN and MLP networks, the elastic interaction
 energy (EIE) and the standard non-saturating loss, and one training loop for both.
 
-EIE (seed paper 002, read as the issue says): K(r) = r^-(d-1) in a d-dimensional feature space,
-replaced below the cut-off eps by the quadratic a - b r^2 matching K's value and slope at eps. The
-kernel is computed in units of K(eps) (K / K(eps)): a constant factor, which leaves every minimizer
-and every Adam step unchanged, and keeps r^-31 (d = 32) inside float32.
+EIE (seed paper 002): K(r) = r^-(d-1) in a d-dimensional feature space, replaced below the cut-off
+eps by the quadratic a - b r^2 matching K's value and slope at eps. Both kernels (the energy's, cut-off
+eps, and the stabilizer's, cut-off eps_stab) are computed in the paper's literal units, in float64
+(K(eps) is 1e15 at d = 16 and 1e31 at d = 32): dividing a loss by such a constant would put every
+gradient below Adam's epsilon (1e-8), so that G learns nothing, and dividing the two terms by their
+own constants would multiply lambda by (eps_stab / eps)^(d-1). The stabilizer's weight relative to
+the energy is lambda, as written.
 
-The paper fixes eps but not the scale of D's outputs; with r^-(d-1) that scale decides whether G gets
-a gradient at all (far beyond eps it underflows). ``GanSettings.feature_scale`` multiplies D's outputs
-before both kernels; 1 is the literal reading. ``feature_bound: tanh`` first maps them into [-1, 1]^d,
-the "finite domain" the paper's stability analysis assumes; without it the stabilizer's long-range
-repulsion can spread the real features without limit.
+``GanSettings.feature_scale`` multiplies D's outputs before both kernels (1: the literal reading; at
+0.001 every pair sits in the kernels' quadratic cores and EIE reduces to matching feature means).
+``feature_bound: tanh`` first maps them into [-1, 1]^d (a raysynth option, not the paper's: its
+"finite domain" refers to the input data).
 """
 
 from __future__ import annotations
@@ -29,34 +31,36 @@ from raysynth.nets.settings import FeatureBound, GanLoss  # noqa: F401 (re-expor
 
 
 def eie_kernel(distance: torch.Tensor, dimension: int, cutoff: float) -> torch.Tensor:
-    """K(r) / K(eps): (r / eps)^-(d-1) above the cut-off, ((d+1) - (d-1)(r/eps)^2) / 2 below it."""
+    """K(r) = r^-(d-1) above the cut-off eps, eps^-(d-1) ((d+1) - (d-1)(r/eps)^2) / 2 below it (float64)."""
     exponent = max(dimension - 1, 1)  # d = 1 would make K constant (no force): read as d = 2
-    scaled = distance / cutoff
+    scaled = distance.double() / cutoff
     far = scaled.clamp_min(1.0).pow(-exponent)
     near = 0.5 * ((exponent + 2) - exponent * scaled.pow(2))
-    return torch.where(scaled >= 1.0, far, near)
+    return torch.where(scaled >= 1.0, far, near) * float(cutoff) ** -exponent
 
 
 def _pairwise(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
     # sqrt of a clamped squared distance: finite gradients at r = 0 (the near branch is smooth there)
-    return (first.unsqueeze(1) - second.unsqueeze(0)).pow(2).sum(-1).clamp_min(1e-12).sqrt()
+    return (first.double().unsqueeze(1) - second.double().unsqueeze(0)).pow(2).sum(-1).clamp_min(1e-12).sqrt()
 
 
 def self_interaction(points: torch.Tensor, cutoff: float) -> torch.Tensor:
-    """mean over i != j of K(p_i - p_j)."""
+    """mean over i != j of K(p_i - p_j) (float64). The diagonal is masked, not subtracted: K(0) is the
+    kernel's largest value, and subtracting it from the sum cancels most of the digits."""
     n = len(points)
     kernel = eie_kernel(_pairwise(points, points), points.shape[1], cutoff)
-    return (kernel.sum() - kernel.diagonal().sum()) / max(n * (n - 1), 1)
+    off_diagonal = ~torch.eye(n, dtype=torch.bool, device=kernel.device)
+    return kernel.masked_fill(~off_diagonal, 0.0).sum() / max(n * (n - 1), 1)
 
 
 def cross_interaction(first: torch.Tensor, second: torch.Tensor, cutoff: float) -> torch.Tensor:
-    """mean over i, j of K(p_i - q_j)."""
+    """mean over i, j of K(p_i - q_j) (float64)."""
     return eie_kernel(_pairwise(first, second), first.shape[1], cutoff).mean()
 
 
 def eie_energy(data: torch.Tensor, generated: torch.Tensor, cutoff: float, *, generated_self: bool = True) -> torch.Tensor:
-    """E = mean K(y_i - y_j) + mean K(x_i - x_j) - 2 mean K(x_i - y_j); ``generated_self=False`` drops the
-    generated samples' self-interaction (the paper's Fig. 4 ablation)."""
+    """E = mean K(y_i - y_j) + mean K(x_i - x_j) - 2 mean K(x_i - y_j) (float64); ``generated_self=False``
+    drops the generated samples' self-interaction (the paper's Fig. 4 ablation)."""
     energy = self_interaction(data, cutoff) - 2 * cross_interaction(data, generated, cutoff)
     if generated_self:
         energy = energy + self_interaction(generated, cutoff)
@@ -145,7 +149,7 @@ def discriminator_loss(settings: GanSettings, real_out: torch.Tensor, fake_out: 
                 + F.binary_cross_entropy_with_logits(fake_out, torch.zeros_like(fake_out)))
     real_out, fake_out = eie_features(settings, real_out), eie_features(settings, fake_out)
     energy = eie_energy(real_out, fake_out, settings.cutoff, generated_self=settings.generated_self)
-    return -energy + settings.stab_lambda * self_interaction(real_out, settings.stab_cutoff)
+    return (-energy + settings.stab_lambda * self_interaction(real_out, settings.stab_cutoff)).float()
 
 
 def generator_loss(settings: GanSettings, real_out: torch.Tensor, fake_out: torch.Tensor) -> torch.Tensor:
@@ -153,7 +157,7 @@ def generator_loss(settings: GanSettings, real_out: torch.Tensor, fake_out: torc
     if settings.loss == "nonsaturating":
         return F.binary_cross_entropy_with_logits(fake_out, torch.ones_like(fake_out))
     return eie_energy(eie_features(settings, real_out.detach()), eie_features(settings, fake_out), settings.cutoff,
-                      generated_self=settings.generated_self)
+                      generated_self=settings.generated_self).float()
 
 
 def train_gan(generator: nn.Module, discriminator: nn.Module, real_batch: Callable[[int], torch.Tensor],

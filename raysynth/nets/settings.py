@@ -132,11 +132,11 @@ class EieParams(Params):
     stabilizer: float = Field(1.0, ge=0, alias="lambda", le=1e6, description="lambda, weight of the stabilizing term (Table 3: 1)")
     self_interaction: bool = Field(True, description="the generated samples' self-interaction (off: Fig. 4's collapse)")
     feature_scale: float = Field(
-        0.001, gt=0, le=1e6, description="multiplies D's outputs before the kernels; 1 is the literal reading, where G gets no "
-        "gradient (features 10-30 cut-offs apart at initialization; docs/methods.md)")
+        1.0, gt=0, le=1e6, description="multiplies D's outputs before the kernels (1: the literal reading; at 0.001 every "
+        "pair sits in the kernels' quadratic cores and EIE reduces to matching D's feature means)")
     feature_bound: FeatureBound = Field(
-        "none", description="tanh: D's outputs in [-1, 1]^d before the scale (the finite feature domain of the paper's "
-        "stability analysis); none: unbounded")
+        "none", description="tanh: D's outputs in [-1, 1]^d before the scale (a raysynth option, not the paper's); "
+        "none: unbounded, as the paper")
 
 
 class GanParams(Params):
