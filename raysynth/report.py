@@ -14,7 +14,7 @@ import json
 import math
 import tempfile
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -158,16 +158,38 @@ def ladder_rows(store: Store, builder: RowBuilder, searches: dict[str, Search]) 
     rows = []
     for step in steps:
         if step in searches:
-            if searches[step].selected is not None:
-                rows.append(searches[step].selected)
+            search = searches[step]
+            if search.confirmation is not None and search.selected is not None:
+                # the number to quote, and paired with the other steps when they ran on the confirmation seeds
+                rows.append(replace(search.confirmation, label=step, note=f"the configuration {search.selected.note}, "
+                                    "on the confirmation seeds", params=search.selected.params))
+            elif search.selected is not None:
+                rows.append(search.selected)
             continue
         trials = [t for t in store.trials if _step(t) == step and _role(t) == "grid"]
         if trials:
             rows.append(builder.of_step(trials, step))
     reference = reference_step(store.sweep_spec)
     compare(rows, reference)
+    flag_degenerate_fits(rows)
     return rows
 
+
+FIT_LOSS = "info/fit_final_loss"  # what a method reports as its fit's last loss (e.g. sCOLA's GLO reconstruction)
+FIT_OUTLIER_FACTOR = 3.0
+
+
+def flag_degenerate_fits(rows: list[Row]) -> None:
+    """A seed whose fit ended at more than ``FIT_OUTLIER_FACTOR`` times its peers' median loss is named in
+    the row's note: its numbers are averaged in, but the reader sees the fit failed rather than the method."""
+    for row in rows:
+        losses = row.values(FIT_LOSS)
+        for seed, loss in losses.items():
+            peers = [value for other, value in losses.items() if other != seed]
+            median = float(np.median(peers)) if peers else math.nan
+            if median > 0 and loss > FIT_OUTLIER_FACTOR * median:
+                flag = f"seed {seed}'s fit ended at loss {loss:.3g}, {loss / median:.1f}x its peers' median: a degenerate fit"
+                row.note = "; ".join(part for part in (row.note, flag) if part)
 
 def reference_step(sweep_spec: dict) -> str | None:
     steps = sweep_spec.get("ablation") or []

@@ -56,6 +56,15 @@ def test_wilcoxon_appears_from_six_seeds():
     assert math.isnan(five.p_wilcoxon) and six.p_wilcoxon == pytest.approx(stats.wilcoxon([1.0 + i for i in range(6)]).pvalue)
 
 
+def test_a_fit_far_above_its_peers_is_named_in_the_row():
+    from raysynth.report import FIT_LOSS, flag_degenerate_fits
+
+    healthy = Row("scola", "FINISHED", per_seed={s: {FIT_LOSS: v} for s, v in enumerate([0.026, 0.030, 0.028])})
+    degenerate = Row("scola", "FINISHED", per_seed={s: {FIT_LOSS: v} for s, v in enumerate([0.35, 0.026, 0.028])})
+    flag_degenerate_fits([healthy, degenerate])
+    assert healthy.note == "" and degenerate.note.startswith("seed 0's fit ended at loss 0.35")
+
+
 def test_seed_spread_is_the_sample_std():
     assert summarize([1.0, 2.0, 4.0]).std == pytest.approx(np.std([1.0, 2.0, 4.0], ddof=1))
 

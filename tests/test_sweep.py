@@ -70,6 +70,8 @@ def test_quickstart_sweep_selects_on_validation_and_reports_paired_statistics(tm
     header = next(line for line in report.stdout.splitlines() if line.startswith("| step |"))
     assert report.returncode == 0 and all(c in header for c in ("95 % CI", "Holm", "repeated")), report.stderr
     assert "Confirmation on fresh seeds [10, 11, 12]" in report.stdout and (tmp_path / "r" / "report.png").exists()
+    searched_row = next(line for line in report.stdout.splitlines() if line.startswith("| classic_searched"))
+    assert "on the confirmation seeds" in searched_row and "| 3 |" in searched_row  # the quoted row: 3 fresh seeds
 
 
 def test_expansive_ladder_sweeps_end_to_end_on_digits(tmp_path, cache_dir):

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import Field
 
 from raysynth.methods.base import FitContext, Intent, Method, Report, SyntheticSet, register_method
-from raysynth.methods.scola import decode, fit_glo
+from raysynth.methods.scola import FIT_LOSS, decode, fit_glo
 from raysynth.nets.settings import GloParams
 
 if TYPE_CHECKING:  # annotations only: the module loads without torch (raysynth validate stays fast)
@@ -117,7 +117,7 @@ class COLA(Method):
         chosen = torch.randperm(len(dataset.train_labels), generator=context.torch_rng("images"))[: params.images]
         images, labels = dataset.normalize(dataset.train_images[chosen]), dataset.train_labels[chosen]
         targets, components = cluster_images(params, images, clusters, context, report)
-        model, content = fit_glo(params, split, context, report, images, targets)
+        model, content, final_loss = fit_glo(params, split, context, report, images, targets)
         mapping, purity = majority_mapping(components, labels, clusters, split.num_classes)
         gaussians = fit_content_gaussians(content, components, clusters, params.sampling.cov)
         rng = context.numpy_rng("content samples")
@@ -130,4 +130,4 @@ class COLA(Method):
                                     sample_content(gaussian, params.samples_per_class, rng)], dim=1))
             new_labels.append(torch.full((params.samples_per_class,), mapping[k]))
         return SyntheticSet(decode(model, torch.cat(codes), dataset, context.device), torch.cat(new_labels),
-                            {"cluster_purity": purity, "clusters_used": float(len(codes))})
+                            {"cluster_purity": purity, "clusters_used": float(len(codes)), FIT_LOSS: final_loss})

@@ -21,6 +21,9 @@ if TYPE_CHECKING:  # annotations only: the module loads without torch (raysynth 
     import torch
 
 
+FIT_LOSS = "fit_final_loss"  # the GLO fit's last reconstruction loss, logged so a degenerate fit shows
+
+
 class ScolaParams(GloParams):
     mix_ratio: float = Field(0.5, gt=0, lt=1, description="fraction of synthetic images in the Mix training set")
 
@@ -36,7 +39,8 @@ def build_generator(params: GloParams, code_dim: int, channels: int, image_size:
 
 def fit_glo(params: GloParams, split, context: FitContext, report: Report, images: torch.Tensor,
             cluster_codes: torch.Tensor):
-    """Trains G and content codes on ``images`` (normalized) with fixed ``cluster_codes``; returns (G, content)."""
+    """Trains G and content codes on ``images`` (normalized) with fixed ``cluster_codes``; returns (G, content,
+    the last epoch's reconstruction loss: a fit that ends far above its peers' is a degenerate one)."""
 
     from raysynth.nets.glo import initial_content, reconstruction_criterion, train_glo
 
@@ -48,15 +52,18 @@ def fit_glo(params: GloParams, split, context: FitContext, report: Report, image
     criterion = reconstruction_criterion(params.loss.kind, split.image_size, params.loss.vgg_weights, device)
     content = initial_content(len(images), params.latent.dim, params.latent.sigma, generator)
 
+    losses = []
+
     def on_epoch(epoch: int, loss: float) -> None:
+        losses.append(loss)
         if report_due(epoch, context.epochs):
             report(epoch, loss=loss)
 
     content = train_glo(model, cluster_codes, content, signed, criterion=criterion, epochs=context.epochs,
                         batch_size=params.batch_size, lr_generator=params.lr_generator, lr_codes=params.lr_codes,
-                        device=device, seed_generator=generator, on_epoch=on_epoch,
+                        lr_halving_steps=params.lr_halving_steps, device=device, seed_generator=generator, on_epoch=on_epoch,
                         loop=partial(context.resumable, phase="glo"))
-    return model, content
+    return model, content, (losses[-1] if losses else float("nan"))
 
 
 def decode(model: torch.nn.Module, codes: torch.Tensor, dataset, device) -> torch.Tensor:
@@ -83,7 +90,7 @@ class SCOLA(Method):
         params = self.params
         images, labels = split.fewshot
         onehot = F.one_hot(labels, split.num_classes).float()
-        model, content = fit_glo(params, split, context, report, images, onehot)
+        model, content, final_loss = fit_glo(params, split, context, report, images, onehot)
         gaussians = fit_content_gaussians(content, labels, split.num_classes, params.sampling.cov)
         rng = context.numpy_rng("content samples")
         codes, new_labels = [], []
@@ -92,4 +99,5 @@ class SCOLA(Method):
             count = max(1, round(members * params.mix_ratio / (1 - params.mix_ratio)))
             codes.append(torch.cat([onehot[labels == c][:1].expand(count, -1), sample_content(gaussian, count, rng)], dim=1))
             new_labels.append(torch.full((count,), c))
-        return SyntheticSet(decode(model, torch.cat(codes), split.dataset, context.device), torch.cat(new_labels))
+        return SyntheticSet(decode(model, torch.cat(codes), split.dataset, context.device), torch.cat(new_labels),
+                            {FIT_LOSS: final_loss})

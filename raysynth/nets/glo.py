@@ -134,10 +134,12 @@ def sample_content(gaussian: Gaussian, count: int, rng: np.random.Generator) -> 
 
 
 def train_glo(generator: nn.Module, cluster_codes: torch.Tensor, content: torch.Tensor, images: torch.Tensor, *,
-              criterion, epochs: int, batch_size: int, lr_generator: float, lr_codes: float, device: torch.device,
+              criterion, epochs: int, batch_size: int, lr_generator: float, lr_codes: float, lr_halving_steps: int,
+              device: torch.device,
               seed_generator: torch.Generator, on_epoch: Callable[[int, float], None] = lambda epoch, loss: None,
               loop: Callable[..., Iterable[int]] = lambda epochs, **state: range(1, epochs + 1)) -> torch.Tensor:
-    """Jointly optimizes G and the content codes (Adam, lr halved every 50 epochs); after each epoch the
+    """Jointly optimizes G and the content codes (Adam, both rates halved every ``lr_halving_steps``
+    optimizer steps); after each epoch the
     content codes are renormalized to unit length (the cluster part is fixed and already unit).
     ``loop(epochs, **state)`` yields the epoch numbers (a fit passes ``FitContext.resumable``).
     Returns the content codes."""
@@ -145,7 +147,7 @@ def train_glo(generator: nn.Module, cluster_codes: torch.Tensor, content: torch.
     cluster_codes, images = cluster_codes.to(device), images.to(device)
     optimizer = torch.optim.Adam([{"params": generator.parameters(), "lr": lr_generator},
                                   {"params": [content], "lr": lr_codes}])
-    schedule = torch.optim.lr_scheduler.StepLR(optimizer, step_size=50, gamma=0.5)
+    schedule = torch.optim.lr_scheduler.StepLR(optimizer, step_size=lr_halving_steps, gamma=0.5)  # stepped per batch
     generator.train()
     for epoch in loop(epochs, generator=generator, content=content, optimizer=optimizer, schedule=schedule,
                       rng=seed_generator):
@@ -160,8 +162,8 @@ def train_glo(generator: nn.Module, cluster_codes: torch.Tensor, content: torch.
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            schedule.step()
             total += loss.item() * len(index)
-        schedule.step()
         with torch.no_grad():
             content.copy_(F.normalize(content, dim=1))
         on_epoch(epoch, total / len(images))

@@ -116,8 +116,11 @@ class GloParams(Params):
     latent: LatentParams = LatentParams()
     loss: GloLossParams = GloLossParams()
     sampling: SamplingParams = SamplingParams()
-    lr_generator: float = Field(1e-3, gt=0, le=10, description="Adam lr of G (halved every 50 epochs)")
-    lr_codes: float = Field(1e-2, gt=0, le=10, description="Adam lr of the content codes (halved every 50 epochs)")
+    lr_generator: float = Field(1e-3, gt=0, le=10, description="Adam lr of G (halved every lr_halving_steps)")
+    lr_codes: float = Field(1e-2, gt=0, le=10, description="Adam lr of the content codes (halved every lr_halving_steps)")
+    lr_halving_steps: int = Field(500, ge=1, le=10_000_000, description="optimizer steps between halvings of both "
+                                  "learning rates. GLO halves every 50 epochs of a large set; counted in epochs, a "
+                                  "100-image set (2 steps per epoch) would anneal its fit away after about 300 steps")
     batch_size: int = Field(64, ge=2, le=65536, description="images per GLO step")
 
 
