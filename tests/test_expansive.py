@@ -98,6 +98,20 @@ def test_expansion_returns_ratio_times_n_class_balanced_new_images(digits, varia
     assert torch.bincount(synthetic.labels).tolist() == [12] * 10 and bool((nearest > 1e-4).all())
 
 
+@pytest.mark.parametrize("scale", ["fixed", "free"])
+def test_the_latents_keep_their_pretraining_scale_unless_it_is_left_free(digits, scale):
+    """FiLM can scale the encoder's output up and the decoder's input down with the reconstruction
+    unchanged; W and Cov then shrink every latent. Fixed, the latent map keeps the pretrained RMS."""
+    split = make_split(digits, 5, seed=0)
+    cls = METHODS.get("expansive")
+    params = cls.Params.model_validate({"expansion_ratio": 2, "pretrain_epochs": 2, "pretrain_images": 400,
+                                        "attention": {"variant": "spatial_skip", "patch": 1},
+                                        "ae": {"latent_scale": scale}, "loss": {"alpha_w": 10.0, "detach_real": False}})
+    change = cls(params).fit(split, FitContext(epochs=150, device=torch.device("cpu"), seed=0),
+                             lambda step, **m: None).info["latent_rms_change"]
+    assert (abs(change - 1) < 1e-4) if scale == "fixed" else change < 0.8
+
+
 def test_heads_that_do_not_divide_the_attention_width_are_a_spec_error():
     data = {"experiment": "x", "method": "expansive", "dataset": {"name": "digits"},
             "params": {"ae": {"latent_channels": 6}, "attention": {"variant": "mhsa", "heads": 4, "patch": 1}}}

@@ -111,7 +111,7 @@ class ExpansiveSynthesis(Method):
 
         params = self.params
         images, identity = self._pretraining_images(split, context)
-        return pretrained_autoencoder(build, images, settings={**identity, "ae": params.ae.model_dump()},
+        return pretrained_autoencoder(build, images, settings={**identity, "ae": params.ae.model_dump(exclude={"latent_scale"})},
                                       epochs=params.pretrain_epochs, kl_weight=params.ae.kl_weight, device=context.device,
                                       seed=context.seed_for("pretraining"), cache_dir=context.cache_dir,
                                       on_epoch=lambda epoch, loss: report(epoch, pretrain_re=loss))
@@ -143,6 +143,8 @@ class ExpansiveSynthesis(Method):
             else:
                 autoencoder = self._pretrained(split, context, report, build)
                 autoencoder.freeze_for_finetuning()
+        if params.ae.latent_scale == "fixed":
+            autoencoder.to(device).fix_latent_scale(images)
         latent_size = autoencoder.latent_size
         if latent_size % params.attention.patch:
             raise SpecError("params.attention.patch", f"{params.attention.patch} does not divide the "
@@ -162,6 +164,8 @@ class ExpansiveSynthesis(Method):
 
         classes = [torch.nonzero(labels == c).flatten() for c in range(num_classes)]
         loss = params.loss
+        with torch.no_grad():
+            start_rms = float(autoencoder.to(device).encode(images).pow(2).mean().sqrt())
         for epoch in context.resumable(context.epochs, modules=modules, optimizer=optimizer,
                                        graph_optimizer=graph_optimizer, generator=generator):
             modules.train()
@@ -175,7 +179,8 @@ class ExpansiveSynthesis(Method):
             logits = classifier(torch.cat([images, synthetic]))
             cross_entropy = F.cross_entropy(logits, torch.cat([labels, new_labels]))
             dims = new_latents[0].numel()  # per-dimension scale, so one alpha fits every latent size
-            wasserstein = per_class_wasserstein(latents, labels, new_latents, new_labels, loss.ot) / dims
+            real_latents = latents.detach() if loss.detach_real else latents
+            wasserstein = per_class_wasserstein(real_latents, labels, new_latents, new_labels, loss.ot) / dims
             covariance = covariance_loss(new_latents) / dims
             total = (loss.alpha_re * reconstruction + loss.alpha_ce * cross_entropy + loss.alpha_w * wasserstein
                      + loss.alpha_cov * covariance)
@@ -194,7 +199,10 @@ class ExpansiveSynthesis(Method):
                 metrics["graph_objective"] = objective.item() / num_classes
             if report_due(epoch, context.epochs, 100):
                 report(epoch, **metrics)
-        return self._expand(split, autoencoder, expander, generator, device)
+        synthetic = self._expand(split, autoencoder, expander, generator, device)
+        with torch.no_grad():  # 1 when the scale is fixed; with it free, W and Cov shrink the latents
+            synthetic.info["latent_rms_change"] = float(autoencoder.encode(images).pow(2).mean().sqrt()) / start_rms
+        return synthetic
 
     def _expand(self, split, autoencoder: KoopmanAutoencoder, expander: Expander, generator: torch.Generator,
                 device: torch.device) -> SyntheticSet:

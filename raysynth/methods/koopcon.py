@@ -76,10 +76,12 @@ class Koopcon(Method):
         subset = torch.randperm(len(all_images), generator=generator)[: params.ae_images]
         # each module from its own stream: a cached autoencoder (no draws) cannot change how the others start
         with context.seeded_init("autoencoder"):
-            autoencoder = pretrained_autoencoder(build, all_images[subset], settings={"dataset": dataset.name, "ae": params.ae.model_dump(),
+            autoencoder = pretrained_autoencoder(build, all_images[subset], settings={"dataset": dataset.name, "ae": params.ae.model_dump(exclude={"latent_scale"}),
                                                  "whole_training_set": True}, epochs=params.ae_epochs,
                                                  kl_weight=params.ae.kl_weight, device=device, seed=context.seed_for("pretraining"),
                                                  cache_dir=context.cache_dir, on_epoch=lambda e, loss: report(e, ae_re=loss))
+        if params.ae.latent_scale == "fixed":
+            autoencoder.to(device).fix_latent_scale(all_images[subset[:1024]].to(device))
         size = autoencoder.latent_size
         dimension = params.ae.latent_channels * size * size
         with context.seeded_init("attention"):
@@ -109,7 +111,8 @@ class Koopcon(Method):
             synthetic = autoencoder.decode(condensed)
             cross_entropy = F.cross_entropy(classifier(torch.cat([images, synthetic])), torch.cat([labels, new_labels]))
             dims = condensed[0].numel()
-            wasserstein = per_class_wasserstein(latents, labels, condensed, new_labels, loss.ot) / dims
+            real_latents = latents.detach() if loss.detach_real else latents
+            wasserstein = per_class_wasserstein(real_latents, labels, condensed, new_labels, loss.ot) / dims
             covariance = covariance_loss(condensed) / dims if len(condensed) > 1 else condensed.new_zeros(())
             total = (loss.alpha_re * reconstruction + loss.alpha_ce * cross_entropy + loss.alpha_w * wasserstein
                      + loss.alpha_cov * covariance)

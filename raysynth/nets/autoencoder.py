@@ -93,6 +93,16 @@ class KoopmanAutoencoder(nn.Module):
             if not last:
                 decoder.append(act)
         self.decoder = nn.Sequential(*decoder)
+        # NaN: the latents' scale is free; set by fix_latent_scale (not saved: each fit calibrates it again)
+        self.register_buffer("latent_rms", torch.tensor(float("nan")), persistent=False)
+        self.scale_fixed = False
+
+    def fix_latent_scale(self, images: torch.Tensor, batch_size: int = 512) -> None:
+        """From now on every batch's latent map is rescaled to the RMS the encoder gives ``images`` now."""
+        with torch.no_grad():
+            means = [self.encode_stats(images[i: i + batch_size])[0] for i in range(0, len(images), batch_size)]
+            self.latent_rms.fill_(float(torch.cat(means).pow(2).mean().sqrt()))
+        self.scale_fixed = True
 
     def conv_layers(self) -> int:
         return sum(isinstance(m, FiLMConv) for m in self.modules())
@@ -101,10 +111,10 @@ class KoopmanAutoencoder(nn.Module):
         """(mean, log-variance) of the latent map; log-variance is None for the plain autoencoder."""
         pad = (padded_size(self.image_size) - self.image_size) // 2
         hidden = self.encoder(F.pad(images, (pad,) * 4) if pad else images)
-        if not self.variational:
-            return hidden, None
-        mean, log_variance = hidden.chunk(2, dim=1)
-        return mean, log_variance.clamp(-10, 10)
+        mean, log_variance = hidden.chunk(2, dim=1) if self.variational else (hidden, None)
+        if self.scale_fixed:
+            mean = mean * (self.latent_rms / mean.pow(2).mean().sqrt().clamp_min(1e-12))
+        return mean, (log_variance.clamp(-10, 10) if log_variance is not None else None)
 
     def encode(self, images: torch.Tensor, sample: bool = False, generator: torch.Generator | None = None) -> torch.Tensor:
         mean, log_variance = self.encode_stats(images)

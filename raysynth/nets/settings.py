@@ -51,6 +51,10 @@ class AutoencoderParams(Params):
     variational: bool = Field(False, description="a log-variance head and the KL term of L_re")
     kl_weight: float = Field(1e-3, ge=0, le=1e6, description="weight of the KL term (per pixel) when variational")
     film: FilmMode = Field("weight", description="fine-tuning shift: `weight` conv(x; gW+b) or `output` g conv(x; W)+b (Eq. 1's two sides)")
+    latent_scale: Literal["fixed", "free"] = Field(
+        "fixed", description="fixed: every batch's latent map is rescaled to the RMS the pretrained encoder gives, so "
+        "the encoder cannot scale the latents up while the decoder scales them down (a direction no loss but W and Cov "
+        "sees, and both shrink with it); free: as the paper writes it")
 
 
 class AttentionParams(Params):
@@ -71,6 +75,8 @@ class LossParams(Params):
     alpha_w: float = Field(1.0, ge=0, le=1e6, description="a2: per-class Wasserstein distance between Y and Y'")
     alpha_cov: float = Field(0.01, ge=0, le=1e6, description="a3: ||Cov(Y') - I||_F^2")
     ot: OtKind = Field("exact", description="OT solver: exact (ot.emd2), sinkhorn, sliced")
+    detach_real: bool = Field(True, description="W(Y, Y') with the real latents Y detached: the synthetic latents move "
+                              "toward the real ones, the real ones are not pulled toward them (with latent_scale fixed)")
 
 
 def check_patch(attention: AttentionParams, data) -> Iterator[tuple[str, str]]:
