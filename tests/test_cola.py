@@ -14,15 +14,17 @@ from raysynth.methods.cola import hungarian_assignment
 from raysynth.nets.glo import InfoGANGenerator, initial_content, laplacian_loss, train_glo
 
 
-@pytest.mark.parametrize("epochs", [1, 3])
-def test_codes_stay_unit_norm_per_part_after_each_epoch(epochs):
+@pytest.mark.parametrize("epochs, learn_class", [(1, False), (3, False), (3, True)])
+def test_codes_stay_unit_norm_per_part_after_each_epoch(epochs, learn_class):
     generator = torch.Generator().manual_seed(0)
     images = torch.rand(12, 1, 8, 8) * 2 - 1
     cluster = F.one_hot(torch.arange(12) % 3, 3).float()
-    content = train_glo(InfoGANGenerator(3 + 5, 1, 8), cluster, initial_content(12, 5, 2.0, generator), images,
-                        criterion=lambda a, b: (a - b).abs().mean(), epochs=epochs, batch_size=4, lr_generator=1e-3,
-                        lr_codes=0.5, lr_halving_steps=500, device=torch.device("cpu"), seed_generator=generator)
-    assert torch.allclose(content.norm(dim=1), torch.ones(12), atol=1e-5) and torch.allclose(cluster.norm(dim=1), torch.ones(12))
+    content, learned = train_glo(InfoGANGenerator(3 + 5, 1, 8), cluster, initial_content(12, 5, 2.0, generator), images,
+                                 criterion=lambda a, b: (a - b).abs().mean(), epochs=epochs, batch_size=4, lr_generator=1e-3,
+                                 lr_codes=0.5, lr_halving_steps=500, device=torch.device("cpu"), seed_generator=generator,
+                                 learn_cluster_codes=learn_class)
+    assert torch.allclose(content.norm(dim=1), torch.ones(12), atol=1e-5) and \
+        torch.allclose(learned.norm(dim=1), torch.ones(12), atol=1e-5) and torch.equal(learned, cluster) != learn_class
 
 
 def test_laplacian_loss_is_zero_for_identical_images_and_matches_a_direct_computation():

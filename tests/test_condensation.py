@@ -28,6 +28,19 @@ def test_koopman_operator_stays_near_the_identity_over_a_short_fit(digits):
     assert synthetic.info["koopman_t_deviation"] < 0.2
 
 
+def test_cosine_pooling_at_a_low_temperature_picks_single_members():
+    from raysynth.nets.koopman import AttentionPooling
+
+    torch.manual_seed(0)
+    pooling = AttentionPooling(num_classes=1, per_class=3, dimension=8, key_dim=8, scores="cosine")
+    with torch.no_grad():
+        pooling.log_inverse_temperature.fill_(12.0)  # e^12: a hard argmax
+    latents = torch.randn(5, 2, 2, 2)
+    pooled = pooling(latents, 0).flatten(1)
+    distances = torch.cdist(pooled, latents.flatten(1)).min(dim=1).values
+    assert bool((distances < 1e-3).all())
+
+
 def test_koopman_operator_is_linear():
     torch.manual_seed(0)
     operator = KoopmanOperator(4 * 2 * 2)

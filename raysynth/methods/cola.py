@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import Field
 
 from raysynth.methods.base import FitContext, Intent, Method, Report, SyntheticSet, register_method
-from raysynth.methods.scola import FIT_LOSS, decode, fit_glo
+from raysynth.methods.scola import FIT_LOSS, class_code, decode, fit_glo
 from raysynth.nets.settings import GloParams
 
 if TYPE_CHECKING:  # annotations only: the module loads without torch (raysynth validate stays fast)
@@ -108,7 +108,6 @@ class COLA(Method):
 
     def fit(self, split, context: FitContext, report: Report) -> SyntheticSet:
         import torch
-        import torch.nn.functional as F
 
         from raysynth.nets.glo import fit_content_gaussians, sample_content
 
@@ -117,17 +116,16 @@ class COLA(Method):
         chosen = torch.randperm(len(dataset.train_labels), generator=context.torch_rng("images"))[: params.images]
         images, labels = dataset.normalize(dataset.train_images[chosen]), dataset.train_labels[chosen]
         targets, components = cluster_images(params, images, clusters, context, report)
-        model, content, final_loss = fit_glo(params, split, context, report, images, targets)
+        fit = fit_glo(params, split, context, report, images, targets)
         mapping, purity = majority_mapping(components, labels, clusters, split.num_classes)
-        gaussians = fit_content_gaussians(content, components, clusters, params.sampling.cov)
+        gaussians = fit_content_gaussians(fit.content, components, clusters, params.sampling.cov)
         rng = context.numpy_rng("content samples")
         codes, new_labels = [], []
         for k, gaussian in enumerate(gaussians):
             if gaussian is None:
                 continue
-            centre = F.normalize(targets[components == k].mean(0, keepdim=True), dim=1)
-            codes.append(torch.cat([centre.expand(params.samples_per_class, -1),
-                                    sample_content(gaussian, params.samples_per_class, rng)], dim=1))
+            codes.append(torch.cat([class_code(fit.cluster_codes, components == k).expand(params.samples_per_class, -1),
+                                    sample_content(gaussian, params.samples_per_class, rng, params.sampling.scale)], dim=1))
             new_labels.append(torch.full((params.samples_per_class,), mapping[k]))
-        return SyntheticSet(decode(model, torch.cat(codes), dataset, context.device), torch.cat(new_labels),
-                            {"cluster_purity": purity, "clusters_used": float(len(codes)), FIT_LOSS: final_loss})
+        return SyntheticSet(decode(fit.model, torch.cat(codes), dataset, context.device), torch.cat(new_labels),
+                            {"cluster_purity": purity, "clusters_used": float(len(codes)), FIT_LOSS: fit.final_loss})

@@ -9,7 +9,7 @@ a0 L_re + a1 L_ce (classifier on X + X') + a2 W(Y, Y') per class + a3 ||Cov(Y') 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, field_validator
 
@@ -27,6 +27,10 @@ class KoopconParams(CondensationParams):
     ae_images: int = Field(60000, ge=1, le=10_000_000, description="training images the autoencoder sees at most (a seeded subset)")
     batch_per_class: int = Field(64, ge=2, le=100_000, description="real images per class per condensation step")
     key_dim: int = Field(64, ge=1, le=4096, description="width of the pooling's queries and keys")
+    pooling_scores: Literal["dot", "cosine"] = Field("dot", description="how the IPC learned queries score a class's "
+                                                     "latents: scaled dot products (near uniform: condensed latents near "
+                                                     "the class mean), or cosine similarities with a learned inverse "
+                                                     "temperature")
     lr: float = Field(1e-3, gt=0, le=10, description="Adam learning rate of the condensation phase")
     operator_lr: float | None = Field(None, gt=0, le=10, description="Adam learning rate of T; default lr / d (d: the "
                                       "latent dimension), so that a step moves T·y by about lr relative to y, as every "
@@ -88,7 +92,7 @@ class Koopcon(Method):
             attention = LatentAttention(params.attention.variant, params.ae.latent_channels, size, params.attention.patch,
                                         params.attention.heads)
         with context.seeded_init("pooling"):
-            pooling = AttentionPooling(num_classes, per_class, dimension, params.key_dim)
+            pooling = AttentionPooling(num_classes, per_class, dimension, params.key_dim, params.pooling_scores)
         operator = KoopmanOperator(dimension)
         with context.seeded_init("classifier"):
             classifier = build_classifier("convnet", channels=split.channels, num_classes=num_classes,

@@ -10,7 +10,7 @@ classifier trains on "Mix": the real images plus synthetic ones making up `mix_r
 from __future__ import annotations
 
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from pydantic import Field
 
@@ -37,10 +37,16 @@ def build_generator(params: GloParams, code_dim: int, channels: int, image_size:
     return InfoGANGenerator(code_dim, channels, image_size)
 
 
+class GloFit(NamedTuple):
+    model: torch.nn.Module
+    content: torch.Tensor
+    cluster_codes: torch.Tensor  # as given, or as learned (params.learn_class_codes)
+    final_loss: float  # the last epoch's reconstruction loss: a fit that ends far above its peers' is degenerate
+
+
 def fit_glo(params: GloParams, split, context: FitContext, report: Report, images: torch.Tensor,
-            cluster_codes: torch.Tensor):
-    """Trains G and content codes on ``images`` (normalized) with fixed ``cluster_codes``; returns (G, content,
-    the last epoch's reconstruction loss: a fit that ends far above its peers' is a degenerate one)."""
+            cluster_codes: torch.Tensor) -> GloFit:
+    """Trains G and the content codes (and with ``learn_class_codes`` the cluster codes) on ``images`` (normalized)."""
 
     from raysynth.nets.glo import initial_content, reconstruction_criterion, train_glo
 
@@ -49,7 +55,8 @@ def fit_glo(params: GloParams, split, context: FitContext, report: Report, image
     signed = dataset.denormalize(images) * 2 - 1  # G ends in tanh
     with context.seeded_init("glo init"):
         model = build_generator(params, cluster_codes.shape[1] + params.latent.dim, split.channels, split.image_size).to(device)
-    criterion = reconstruction_criterion(params.loss.kind, split.image_size, params.loss.vgg_weights, device)
+    criterion = reconstruction_criterion(params.loss.kind, split.image_size, params.loss.vgg_weights, device,
+                                         equal_levels=params.loss.level_weights == "equal")
     content = initial_content(len(images), params.latent.dim, params.latent.sigma, generator)
 
     losses = []
@@ -59,11 +66,19 @@ def fit_glo(params: GloParams, split, context: FitContext, report: Report, image
         if report_due(epoch, context.epochs):
             report(epoch, loss=loss)
 
-    content = train_glo(model, cluster_codes, content, signed, criterion=criterion, epochs=context.epochs,
-                        batch_size=params.batch_size, lr_generator=params.lr_generator, lr_codes=params.lr_codes,
-                        lr_halving_steps=params.lr_halving_steps, device=device, seed_generator=generator, on_epoch=on_epoch,
-                        loop=partial(context.resumable, phase="glo"))
-    return model, content, (losses[-1] if losses else float("nan"))
+    content, cluster_codes = train_glo(
+        model, cluster_codes, content, signed, criterion=criterion, epochs=context.epochs, batch_size=params.batch_size,
+        lr_generator=params.lr_generator, lr_codes=params.lr_codes, lr_halving_steps=params.lr_halving_steps, device=device,
+        learn_cluster_codes=params.learn_class_codes, seed_generator=generator, on_epoch=on_epoch,
+        loop=partial(context.resumable, phase="glo"))
+    return GloFit(model, content, cluster_codes, losses[-1] if losses else float("nan"))
+
+
+def class_code(cluster_codes: torch.Tensor, members: torch.Tensor) -> torch.Tensor:
+    """The class part of a new code: the members' (fixed or learned) class codes averaged, on the unit sphere."""
+    import torch.nn.functional as F
+
+    return F.normalize(cluster_codes[members].mean(0, keepdim=True), dim=1)
 
 
 def decode(model: torch.nn.Module, codes: torch.Tensor, dataset, device) -> torch.Tensor:
@@ -90,14 +105,15 @@ class SCOLA(Method):
         params = self.params
         images, labels = split.fewshot
         onehot = F.one_hot(labels, split.num_classes).float()
-        model, content, final_loss = fit_glo(params, split, context, report, images, onehot)
-        gaussians = fit_content_gaussians(content, labels, split.num_classes, params.sampling.cov)
+        fit = fit_glo(params, split, context, report, images, onehot)
+        gaussians = fit_content_gaussians(fit.content, labels, split.num_classes, params.sampling.cov)
         rng = context.numpy_rng("content samples")
         codes, new_labels = [], []
         for c, gaussian in enumerate(gaussians):
             members = int((labels == c).sum())
             count = max(1, round(members * params.mix_ratio / (1 - params.mix_ratio)))
-            codes.append(torch.cat([onehot[labels == c][:1].expand(count, -1), sample_content(gaussian, count, rng)], dim=1))
+            codes.append(torch.cat([class_code(fit.cluster_codes, labels == c).expand(count, -1),
+                                    sample_content(gaussian, count, rng, params.sampling.scale)], dim=1))
             new_labels.append(torch.full((count,), c))
-        return SyntheticSet(decode(model, torch.cat(codes), split.dataset, context.device), torch.cat(new_labels),
-                            {FIT_LOSS: final_loss})
+        return SyntheticSet(decode(fit.model, torch.cat(codes), split.dataset, context.device), torch.cat(new_labels),
+                            {FIT_LOSS: fit.final_loss})

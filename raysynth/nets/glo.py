@@ -43,9 +43,10 @@ def laplacian_pyramid(images: torch.Tensor, levels: int) -> list[torch.Tensor]:
     return pyramid
 
 
-def laplacian_loss(generated: torch.Tensor, target: torch.Tensor, levels: int = 3) -> torch.Tensor:
-    """sum_i 2^(-2i) mean |L_i(x) - L_i(x')| (Eq. 3.5, GLO's Lap1): the finest level weighs most."""
-    return sum(2.0 ** (-2 * i) * (a - b).abs().mean()
+def laplacian_loss(generated: torch.Tensor, target: torch.Tensor, levels: int = 3, equal: bool = False) -> torch.Tensor:
+    """sum_i 2^(-2i) mean |L_i(x) - L_i(x')| (Eq. 3.5, GLO's Lap1): the finest level weighs most;
+    ``equal``: every level weighs 1."""
+    return sum((1.0 if equal else 2.0 ** (-2 * i)) * (a - b).abs().mean()
                for i, (a, b) in enumerate(zip(laplacian_pyramid(generated, levels), laplacian_pyramid(target, levels))))
 
 
@@ -90,10 +91,11 @@ class PerceptualLoss(nn.Module):
 
 
 def reconstruction_criterion(kind: LossKind, image_size: int, vgg_weights: str | None = None,
-                             device: torch.device | None = None) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+                             device: torch.device | None = None, equal_levels: bool = False
+                             ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     if kind == "laplacian":
         levels = pyramid_levels(image_size)
-        return lambda generated, target: laplacian_loss(generated, target, levels)
+        return lambda generated, target: laplacian_loss(generated, target, levels, equal_levels)
     if kind == "perceptual":
         return PerceptualLoss(vgg_weights).to(device)
     return lambda generated, target: (generated - target).abs().mean()
@@ -128,29 +130,36 @@ def fit_content_gaussians(content: torch.Tensor, clusters: torch.Tensor, num_clu
             if bool((clusters == c).any()) else None for c in range(num_clusters)]
 
 
-def sample_content(gaussian: Gaussian, count: int, rng: np.random.Generator) -> torch.Tensor:
-    """``count`` content codes from a cluster's Gaussian, back on the unit sphere."""
+def sample_content(gaussian: Gaussian, count: int, rng: np.random.Generator, scale: float = 1.0) -> torch.Tensor:
+    """``count`` content codes from a cluster's Gaussian (its covariance times ``scale``), back on the unit sphere."""
+    if scale != 1.0:
+        gaussian = Gaussian(gaussian.mean, gaussian.covariance * scale)
     return F.normalize(torch.from_numpy(gaussian.sample(count, rng)).float(), dim=1)
 
 
 def train_glo(generator: nn.Module, cluster_codes: torch.Tensor, content: torch.Tensor, images: torch.Tensor, *,
               criterion, epochs: int, batch_size: int, lr_generator: float, lr_codes: float, lr_halving_steps: int,
-              device: torch.device,
+              device: torch.device, learn_cluster_codes: bool = False,
               seed_generator: torch.Generator, on_epoch: Callable[[int, float], None] = lambda epoch, loss: None,
               loop: Callable[..., Iterable[int]] = lambda epochs, **state: range(1, epochs + 1)) -> torch.Tensor:
     """Jointly optimizes G and the content codes (Adam, both rates halved every ``lr_halving_steps``
     optimizer steps); after each epoch the
     content codes are renormalized to unit length (the cluster part is fixed and already unit).
+    ``learn_cluster_codes``: the cluster part is learned too (at the codes' rate) and renormalized with them.
     ``loop(epochs, **state)`` yields the epoch numbers (a fit passes ``FitContext.resumable``).
-    Returns the content codes."""
+    Returns the content codes and the cluster codes."""
     content = content.clone().to(device).requires_grad_()
-    cluster_codes, images = cluster_codes.to(device), images.to(device)
+    cluster_codes, images = cluster_codes.clone().to(device), images.to(device)
+    learned = [content]
+    if learn_cluster_codes:
+        cluster_codes.requires_grad_()
+        learned.append(cluster_codes)
     optimizer = torch.optim.Adam([{"params": generator.parameters(), "lr": lr_generator},
-                                  {"params": [content], "lr": lr_codes}])
+                                  {"params": learned, "lr": lr_codes}])
     schedule = torch.optim.lr_scheduler.StepLR(optimizer, step_size=lr_halving_steps, gamma=0.5)  # stepped per batch
     generator.train()
-    for epoch in loop(epochs, generator=generator, content=content, optimizer=optimizer, schedule=schedule,
-                      rng=seed_generator):
+    for epoch in loop(epochs, generator=generator, content=content, cluster_codes=cluster_codes, optimizer=optimizer,
+                      schedule=schedule, rng=seed_generator):
         order = torch.randperm(len(images), generator=seed_generator).to(device)
         total = 0.0
         for begin in range(0, len(images), batch_size):
@@ -165,6 +174,7 @@ def train_glo(generator: nn.Module, cluster_codes: torch.Tensor, content: torch.
             schedule.step()
             total += loss.item() * len(index)
         with torch.no_grad():
-            content.copy_(F.normalize(content, dim=1))
+            for part in learned:
+                part.copy_(F.normalize(part, dim=1))
         on_epoch(epoch, total / len(images))
-    return content.detach().cpu()
+    return content.detach().cpu(), cluster_codes.detach().cpu()

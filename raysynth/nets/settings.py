@@ -110,11 +110,17 @@ class LatentParams(Params):
 
 class GloLossParams(Params):
     kind: LossKind = Field("laplacian", description="laplacian (GLO's Lap1), perceptual (VGG-16), or l1")
+    level_weights: Literal["quarter", "equal"] = Field(
+        "quarter", description="Laplacian level i weighs 4^-i (Eq. 3.5, GLO's Lap1: the coarse level, which carries a "
+        "background offset, weighs 1/16 at 3 levels) or every level 1")
     vgg_weights: str | None = Field(None, description="local VGG-16 ImageNet weights for kind=perceptual (offline)")
 
 
 class SamplingParams(Params):
     cov: Literal["full", "diag"] = Field("full", description="covariance of each class's content Gaussian")
+    scale: float = Field(1.0, gt=0, le=100, description="multiplies the fitted covariance before sampling (1: as fitted; "
+                         "smaller keeps samples nearer the class's codes, which at 1 lie about 54 degrees from every "
+                         "training code and decode to blends)")
 
 
 class GloParams(Params):
@@ -124,6 +130,8 @@ class GloParams(Params):
     sampling: SamplingParams = SamplingParams()
     lr_generator: float = Field(1e-3, gt=0, le=10, description="Adam lr of G (halved every lr_halving_steps)")
     lr_codes: float = Field(1e-2, gt=0, le=10, description="Adam lr of the content codes (halved every lr_halving_steps)")
+    learn_class_codes: bool = Field(False, description="also learn the class part t of each code (renormalized after "
+                                    "each epoch, as Alg. 1 updates it); false: t stays the fixed one-hot / cluster centre")
     lr_halving_steps: int = Field(500, ge=1, le=10_000_000, description="optimizer steps between halvings of both "
                                   "learning rates. GLO halves every 50 epochs of a large set; counted in epochs, a "
                                   "100-image set (2 steps per epoch) would anneal its fit away after about 300 steps")
