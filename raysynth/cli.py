@@ -38,6 +38,7 @@ def cmd_validate(args) -> int:
         label = f"step {name}" if name is not None else "base"
         print(f"# {label}: method {step.method}, params {json.dumps(step.params.to_data('json'))}; budget.epochs={step.budget.epochs} "
               f"counts {counts}")
+    sys.stdout.flush()  # the YAML first, then the verdict, also when both go to one pipe
     _log(f"{args.space}: valid ({len(spec.steps())} step(s), {len(spec.seeds)} seed(s))")
     return 0
 
