@@ -224,7 +224,8 @@ def search_keys(sweep_spec: dict, step: str) -> list[str]:
 def build_search(store: Store, builder: RowBuilder, step: str, log: Callable[[str], None], out_dir: Path) -> Search:
     metric, mode = _selection(store.sweep_spec)
     trials = [t for t in store.trials if _step(t) == step and _role(t) == "search"]
-    finished = [t for t in trials if t.info.status == "FINISHED" and metric in t.data.metrics]
+    finished = sorted((t for t in trials if t.info.status == "FINISHED" and metric in t.data.metrics),
+                      key=lambda r: r.data.tags.get("trial_id", ""))  # of equal ones the first, as the sweep selects
     best = (max if mode == "max" else min)(finished, key=lambda r: r.data.metrics[metric]) if finished else None
     selected = builder.of_trial(best, step, search_keys(store.sweep_spec, step)) if best is not None else None
     if selected is not None:

@@ -65,8 +65,10 @@ def plan_groups(spec: SweepSpec) -> tuple[dict[str, SweepSpec], list[TrialGroup]
 
 
 def select_best(results: list[dict], metric: str, mode: str) -> dict | None:
-    """The finished trial with the best ``metric`` (a validation metric unless tune.select_on_test)."""
-    done = [r for r in results if r["error"] is None and metric in r["metrics"]]
+    """The finished trial with the best ``metric`` (a validation metric unless tune.select_on_test); of
+    equal ones the first by trial id, as the report selects."""
+    done = sorted((r for r in results if r["error"] is None and metric in r["metrics"]),
+                  key=lambda r: str(r["metrics"].get("trial_id", "")))
     if not done:
         return None
     return (max if mode == "max" else min)(done, key=lambda r: r["metrics"][metric])
@@ -394,7 +396,8 @@ def _run_group(spec: SweepSpec, group: TrialGroup, context, datasets, resume: bo
 def _events(spec: SweepSpec, group: TrialGroup, context, log, verbose: bool):
     from raysynth.tuning.callbacks import TrialEvents
 
-    total = {"search": spec.tune.num_samples, "confirmation": len(spec.tune.confirm_seeds)}.get(group.role, len(group.step_names))
+    confirm_seeds = (group.search_spec or spec).tune.confirm_seeds  # a ladder step may set its own
+    total = {"search": spec.tune.num_samples, "confirmation": len(confirm_seeds)}.get(group.role, len(group.step_names))
     resources = spec.tune.resources_per_trial
     need = f"{resources.cpu:g} CPU" + (f", {resources.gpu:g} GPU" if resources.gpu else "") \
         + "".join(f", {v:g} {k}" for k, v in resources.custom.items())
