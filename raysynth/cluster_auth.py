@@ -101,21 +101,16 @@ def add_user(url: str, username: str, password: str, admin_password: str) -> boo
     from mlflow.exceptions import RestException
     from mlflow.server.auth.client import AuthServiceClient
 
-    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")}
-    os.environ.update({"MLFLOW_TRACKING_USERNAME": ADMIN, "MLFLOW_TRACKING_PASSWORD": admin_password})
+    from raysynth.secrets import scoped_environment
+
     try:
-        AuthServiceClient(url).create_user(username, password)
+        with scoped_environment(MLFLOW_TRACKING_USERNAME=ADMIN, MLFLOW_TRACKING_PASSWORD=admin_password):
+            AuthServiceClient(url).create_user(username, password)
         return True
     except RestException as error:
         if "RESOURCE_ALREADY_EXISTS" in str(error.error_code):
             return False
         raise
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def _ini_text(config: configparser.ConfigParser) -> str:

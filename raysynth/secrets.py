@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Any, Mapping
+from contextlib import contextmanager
+from typing import Any, Iterator, Mapping
 
 SECRET_KEY = re.compile(r"(token|password|passwd|secret|credential|api_?key|access_?key|private_?key|signature|(^|[._])key$)", re.I)
 REDACTED = "***"
@@ -56,6 +57,22 @@ def redact_uri(uri: str | None) -> str | None:
 def redact_text(text: str) -> str:
     """Free text (a log line, an exception message) with the user info of every URL in it removed."""
     return _USERINFO.sub(rf"\g<scheme>{REDACTED}@", text) if "://" in text else text
+
+
+@contextmanager
+def scoped_environment(**values: str) -> Iterator[None]:
+    """``os.environ`` with ``values`` set within, as it was after (MLflow's client reads its credentials
+    and HTTP settings from the environment, not from arguments)."""
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def has_credentials(uri: str | None) -> bool:

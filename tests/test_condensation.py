@@ -9,22 +9,23 @@ from raysynth.nets.koopman import KoopmanOperator
 from raysynth.nets.classifiers import build_classifier
 
 
-def test_koopcon_condenses_to_exactly_ipc_images_per_class(digits):
-    split = make_split(digits, 3, seed=0)
+def koopcon_fit(digits, latent_channels: int, steps: int):
+    """A small Koopcon fit on 3 digits per class (a shallow autoencoder, one pretraining epoch)."""
     cls = METHODS.get("koopcon")
     params = cls.Params.model_validate({"ae_epochs": 1, "ae_images": 400, "batch_per_class": 8,
-                                        "ae": {"depth": "shallow", "latent_channels": 8}})
-    synthetic = cls(params).fit(split, FitContext(epochs=2, device=torch.device("cpu"), seed=0), lambda step, **m: None)
+                                        "ae": {"depth": "shallow", "latent_channels": latent_channels}})
+    return cls(params).fit(make_split(digits, 3, seed=0), FitContext(epochs=steps, device=torch.device("cpu"), seed=0),
+                           lambda step, **m: None)
+
+
+def test_koopcon_condenses_to_exactly_ipc_images_per_class(digits):
+    synthetic = koopcon_fit(digits, latent_channels=8, steps=2)
     assert torch.bincount(synthetic.labels).tolist() == [3] * 10 and synthetic.images.shape[1:] == (1, 8, 8)
 
 
 def test_koopman_operator_stays_near_the_identity_over_a_short_fit(digits):
     """T starts at I; at the shared learning rate Adam moved it by about its own norm in 100 steps."""
-    split = make_split(digits, 3, seed=0)
-    cls = METHODS.get("koopcon")
-    params = cls.Params.model_validate({"ae_epochs": 1, "ae_images": 400, "batch_per_class": 8,
-                                        "ae": {"depth": "shallow", "latent_channels": 32}})
-    synthetic = cls(params).fit(split, FitContext(epochs=40, device=torch.device("cpu"), seed=0), lambda step, **m: None)
+    synthetic = koopcon_fit(digits, latent_channels=32, steps=40)
     assert synthetic.info["koopman_t_deviation"] < 0.2
 
 

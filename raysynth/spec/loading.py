@@ -151,12 +151,11 @@ def _check_server_accepts(uri: str) -> None:
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
-    from raysynth.secrets import redact_uri
+    from raysynth.secrets import redact_uri, scoped_environment
 
-    saved = {name: os.environ.get(name) for name in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT")}
-    os.environ.update({"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"})
     try:
-        MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
+        with scoped_environment(MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", MLFLOW_HTTP_REQUEST_TIMEOUT="10"):
+            MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
     except MlflowException as error:
         if error.get_http_status_code() in (401, 403) or "401" in str(error) or "403" in str(error):
             raise SpecError("tracking.uri", f"the server at {redact_uri(uri)} refused the credentials; set "
@@ -164,12 +163,6 @@ def _check_server_accepts(uri: str) -> None:
                                             "to a user it knows") from None
     except Exception:  # unreachable for now: the tracker retries
         pass
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 def check_dataset_available(spec: SweepSpec) -> None:
