@@ -112,6 +112,19 @@ def test_the_latents_keep_their_pretraining_scale_unless_it_is_left_free(digits,
     assert (abs(change - 1) < 1e-4) if scale == "fixed" else change < 0.8
 
 
+def test_a_self_bias_keeps_spatial_attention_from_tiling_one_patch_over_the_map():
+    """Without positional signal `spatial` starts uniform over positions: its output is nearly the same at
+    every position. The learned self-bias starts each token attending mostly to itself."""
+    latents = torch.randn(4, 8, 4, 4)
+
+    def spatial_spread(self_bias: float) -> float:
+        torch.manual_seed(0)
+        attended = LatentAttention("spatial", 8, 4, patch=1, self_bias=self_bias)(latents)
+        return float(attended.flatten(2).std(dim=2).mean())  # variation across positions
+
+    assert spatial_spread(5.0) > 3 * spatial_spread(0.0)
+
+
 def test_heads_that_do_not_divide_the_attention_width_are_a_spec_error():
     data = {"experiment": "x", "method": "expansive", "dataset": {"name": "digits"},
             "params": {"ae": {"latent_channels": 6}, "attention": {"variant": "mhsa", "heads": 4, "patch": 1}}}

@@ -36,19 +36,22 @@ class MultiHeadAttention(nn.Module):
     """softmax(Q K^T / sqrt(d_k)) V per head (paper Eq. 12, 15), with the per-head outputs exposed:
     the expander graph mapping recombines them before the output projection."""
 
-    def __init__(self, embed_dim: int, heads: int = 1):
+    def __init__(self, embed_dim: int, heads: int = 1, self_bias: float = 0.0):
         super().__init__()
         if embed_dim % heads:
             raise ValueError(f"attention width {embed_dim} is not divisible by {heads} heads")
         self.heads, self.head_dim = heads, embed_dim // heads
         self.qkv = nn.Linear(embed_dim, 3 * embed_dim)
         self.out = nn.Linear(embed_dim, embed_dim)
+        # added to every token's score for itself: permutation-equivariant, unlike a positional encoding
+        self.self_bias = nn.Parameter(torch.tensor(float(self_bias))) if self_bias > 0 else None
 
     def head_outputs(self, tokens: torch.Tensor) -> torch.Tensor:
         """``N x T x E`` -> per-head outputs ``N x heads x T x head_dim``."""
         n, t, _ = tokens.shape
         q, k, v = self.qkv(tokens).view(n, t, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        return F.scaled_dot_product_attention(q, k, v)
+        mask = None if self.self_bias is None else self.self_bias * torch.eye(t, device=tokens.device, dtype=q.dtype)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
 
     def project(self, head_outputs: torch.Tensor) -> torch.Tensor:
         """Sum over heads j of W_o[j] head_j: ``N x heads x T x head_dim`` -> ``N x T x E``."""
@@ -62,7 +65,7 @@ class MultiHeadAttention(nn.Module):
 class LatentAttention(nn.Module):
     """One of the :data:`VARIANTS` on ``channels x size x size`` latent maps with ``patch`` x ``patch`` patches."""
 
-    def __init__(self, variant: Variant, channels: int, size: int, patch: int = 1, heads: int = 1):
+    def __init__(self, variant: Variant, channels: int, size: int, patch: int = 1, heads: int = 1, self_bias: float = 0.0):
         super().__init__()
         if variant not in VARIANTS:
             raise ValueError(f"unknown attention variant `{variant}`: use one of {', '.join(VARIANTS)}")
@@ -74,9 +77,9 @@ class LatentAttention(nn.Module):
         if variant == "none":
             self.attention = None
         elif variant == "rowwise":
-            self.attention = MultiHeadAttention(patch * patch, 1)
+            self.attention = MultiHeadAttention(patch * patch, 1, self_bias)
         else:
-            self.attention = MultiHeadAttention(channels * patch * patch, self.heads)
+            self.attention = MultiHeadAttention(channels * patch * patch, self.heads, self_bias)
 
     def tokens(self, latents: torch.Tensor) -> torch.Tensor:
         if self.variant == "rowwise":  # one sequence of P^2-tokens per channel

@@ -61,6 +61,9 @@ class AttentionParams(Params):
     variant: Variant = Field("mhsa_egm", description="none, rowwise, spatial, spatial_skip, mhsa, mhsa_egm")
     heads: int = Field(4, ge=1, le=64, description="heads L of the multi-head variants")
     patch: int = Field(2, ge=1, le=100, description="patch size P on the latent map (a divisor of its side)")
+    self_bias: float = Field(0.0, ge=0, le=100, description="a learned bias on each token's attention to itself, started "
+                             "at this value (0: none, the paper's attention). Without it `spatial` starts uniform over "
+                             "positions and tiles one patch over the map; 5 starts it near each token's own value")
 
 
 class ExpanderParams(Params):
