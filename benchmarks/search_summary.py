@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
 import yaml
@@ -91,6 +92,7 @@ def main() -> None:
     parser.add_argument("methods", nargs="*", default=METHODS)
     parser.add_argument("--tracking-uri", default=f"sqlite:///{ROOT / 'mlflow.db'}")
     args = parser.parse_args()
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     summaries = []
     for name in args.methods:
         summary = summarize_method(name, args.tracking_uri)

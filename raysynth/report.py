@@ -161,8 +161,9 @@ def ladder_rows(store: Store, builder: RowBuilder, searches: dict[str, Search]) 
             search = searches[step]
             if search.confirmation is not None and search.selected is not None:
                 # the number to quote, and paired with the other steps when they ran on the confirmation seeds
-                rows.append(replace(search.confirmation, label=step, note=f"the configuration {search.selected.note}, "
-                                    "on the confirmation seeds", params=search.selected.params))
+                chosen = ", ".join(f"{k}={_short(v)}" for k, v in search.selected.params.items())
+                rows.append(replace(search.confirmation, label=step, params=search.selected.params,
+                                    note=f"{chosen}: {search.selected.note}, on the confirmation seeds"))
             elif search.selected is not None:
                 rows.append(search.selected)
             continue
@@ -190,6 +191,15 @@ def flag_degenerate_fits(rows: list[Row]) -> None:
             if median > 0 and loss > FIT_OUTLIER_FACTOR * median:
                 flag = f"seed {seed}'s fit ended at loss {loss:.3g}, {loss / median:.1f}x its peers' median: a degenerate fit"
                 row.note = "; ".join(part for part in (row.note, flag) if part)
+
+def _short(value: str) -> str:
+    """A logged parameter value for a table cell: floats to 3 significant digits."""
+    try:
+        number = float(value)
+    except ValueError:
+        return value
+    return value if number.is_integer() and "." not in value else f"{number:.3g}"
+
 
 def reference_step(sweep_spec: dict) -> str | None:
     steps = sweep_spec.get("ablation") or []
