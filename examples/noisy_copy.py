@@ -29,4 +29,5 @@ class NoisyCopy(Method):
         copies = images.repeat(self.params.copies, 1, 1, 1)
         noise = torch.randn(copies.shape, generator=generator) * self.params.noise_std
         report(1, noise_std=self.params.noise_std)
-        return SyntheticSet(copies + noise, labels.repeat(self.params.copies))
+        # images are normalized; in_range clamps them to what a real image can be (the run checks it)
+        return SyntheticSet(split.dataset.in_range(copies + noise), labels.repeat(self.params.copies))
