@@ -18,6 +18,20 @@ def koopcon_fit(digits, latent_channels: int, steps: int):
                            lambda step, **m: None)
 
 
+def test_koopcons_ceiling_is_the_random_subset_through_its_autoencoder(digits):
+    """The ceiling row decodes the random_subset baseline's own images (so the two pair seed by seed)."""
+    cls = METHODS.get("koopcon")
+    params = cls.Params.model_validate({"ae_epochs": 1, "ae_images": 400, "ceiling": True,
+                                        "ae": {"depth": "shallow", "latent_channels": 8}})
+    split = make_split(digits, 3, seed=0)
+    ceiling = cls(params).fit(split, FitContext(epochs=1, device=torch.device("cpu"), seed=0), lambda step, **m: None)
+    baseline = METHODS.get("random_subset")
+    subset = baseline(baseline.Params()).fit(split, FitContext(epochs=1, device=torch.device("cpu"), seed=0),
+                                             lambda step, **m: None)
+    error = (ceiling.images - subset.images).abs().mean()
+    assert torch.equal(ceiling.labels, subset.labels) and 0 < float(error) < float(subset.images.abs().mean())
+
+
 def test_koopcon_condenses_to_exactly_ipc_images_per_class(digits):
     synthetic = koopcon_fit(digits, latent_channels=8, steps=2)
     assert torch.bincount(synthetic.labels).tolist() == [3] * 10 and synthetic.images.shape[1:] == (1, 8, 8)

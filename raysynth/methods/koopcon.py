@@ -37,6 +37,8 @@ class KoopconParams(CondensationParams):
                                       "other parameter moves (at lr, Adam's sign-like steps on d x d entries move each "
                                       "coordinate of T·y by about lr·|y|_1)")
     classifier_width: int = Field(32, ge=8, le=4096, description="width of the ConvNet giving L_ce")
+    ceiling: bool = Field(False, description="no condensation: the `random_subset` baseline's images passed through "
+                          "the autoencoder, phi^-1(phi(X)); the accuracy any set decoded from it can reach")
     ae: AutoencoderParams = AutoencoderParams()
     attention: AttentionParams = AttentionParams(variant="mhsa")
     loss: LossParams = LossParams()
@@ -86,6 +88,13 @@ class Koopcon(Method):
                                                  cache_dir=context.cache_dir, on_epoch=lambda e, loss: report(e, ae_re=loss))
         if params.ae.latent_scale == "fixed":
             autoencoder.to(device).fix_latent_scale(all_images[subset[:1024]].to(device))
+        if params.ceiling:  # the same subset as the random_subset baseline, so the two pair seed by seed
+            from raysynth.methods.random_subset import baseline_subset
+
+            real, real_labels = baseline_subset(split, per_class)
+            with torch.no_grad():
+                decoded = autoencoder.to(device).eval().decode(autoencoder.encode(real.to(device)))
+            return SyntheticSet(dataset.in_range(decoded).cpu(), real_labels)
         size = autoencoder.latent_size
         dimension = params.ae.latent_channels * size * size
         with context.seeded_init("attention"):

@@ -3,6 +3,11 @@
 from raysynth.methods.base import CondensationParams, FitContext, Intent, Method, Report, SyntheticSet, register_method
 
 
+def baseline_subset(split, per_class: int):
+    """The baseline's subset of a split (also what Koopcon's ceiling decodes, so the two pair by seed)."""
+    return split.random_subset(per_class, seed_offset=1)
+
+
 @register_method("random_subset")
 class RandomSubset(Method):
     Params = CondensationParams
@@ -10,5 +15,5 @@ class RandomSubset(Method):
     uses_remainder = True
 
     def fit(self, split, context: FitContext, report: Report) -> SyntheticSet:
-        images, labels = split.random_subset(self.params.per_class(split), seed_offset=1)
+        images, labels = baseline_subset(split, self.params.per_class(split))
         return SyntheticSet(images, labels)
