@@ -25,7 +25,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
 from raysynth.errors import RaysynthError
-from raysynth.secrets import REDACTED, is_secret_key, redact, redact_text, redact_uri  # noqa: F401  (re-exported)
+from raysynth.secrets import REDACTED, is_secret_key, redact_text, redact_uri
 
 PARENT_TAG = "mlflow.parentRunId"
 KIND_TAG = "raysynth.kind"
@@ -67,7 +67,7 @@ class Tracker:
             try:
                 return function(*args, **kwargs)
             except Exception as error:  # MLflow wraps connection and database errors in several types
-                if _is_refused(error):  # the server answered: no retry helps, and a traceback helps nobody
+                if is_refused(error):  # the server answered: no retry helps, and a traceback helps nobody
                     raise RaysynthError(f"{what}: {redact_uri(self.tracking_uri)} refused it ({one_line(error, 200)}); check "
                                         "the user in MLFLOW_TRACKING_USERNAME or ~/.mlflow/credentials and its permission "
                                         "on the experiment") from None
@@ -183,8 +183,11 @@ def one_line(error: BaseException, limit: int = 4000) -> str:
     return f"{type(error).__name__}: {message}" if message else type(error).__name__
 
 
-def _is_refused(error: Exception) -> bool:
+def is_refused(error: Exception) -> bool:
     """The tracking server rejected the credentials (401) or the user's permission (403)."""
+    status = getattr(error, "get_http_status_code", lambda: None)()
+    if status in (401, 403):
+        return True
     text = str(error)
     return any(code in text for code in ("UNAUTHENTICATED", "PERMISSION_DENIED", "error code 401", "error code 403"))
 

@@ -15,7 +15,8 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from conftest import REPO, run_cli
-from raysynth.tracking import Tracker, redact
+from raysynth.secrets import redact
+from raysynth.tracking import Tracker
 
 SLOT = "trial_slot"  # custom resource only the workers have, so trials never run on the head
 

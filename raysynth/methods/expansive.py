@@ -165,7 +165,7 @@ class ExpansiveSynthesis(Method):
         classes = [torch.nonzero(labels == c).flatten() for c in range(num_classes)]
         loss = params.loss
         with torch.no_grad():
-            start_rms = float(autoencoder.to(device).encode(images).pow(2).mean().sqrt())
+            start_rms = float(autoencoder.encode(images).pow(2).mean().sqrt())  # modules are on the device
         for epoch in context.resumable(context.epochs, modules=modules, optimizer=optimizer,
                                        graph_optimizer=graph_optimizer, generator=generator):
             modules.train()

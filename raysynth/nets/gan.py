@@ -49,8 +49,8 @@ def self_interaction(points: torch.Tensor, cutoff: float) -> torch.Tensor:
     kernel's largest value, and subtracting it from the sum cancels most of the digits."""
     n = len(points)
     kernel = eie_kernel(_pairwise(points, points), points.shape[1], cutoff)
-    off_diagonal = ~torch.eye(n, dtype=torch.bool, device=kernel.device)
-    return kernel.masked_fill(~off_diagonal, 0.0).sum() / max(n * (n - 1), 1)
+    diagonal = torch.eye(n, dtype=torch.bool, device=kernel.device)
+    return kernel.masked_fill(diagonal, 0.0).sum() / max(n * (n - 1), 1)
 
 
 def cross_interaction(first: torch.Tensor, second: torch.Tensor, cutoff: float) -> torch.Tensor:

@@ -152,12 +152,13 @@ def _check_server_accepts(uri: str) -> None:
     from mlflow.tracking import MlflowClient
 
     from raysynth.secrets import redact_uri, scoped_environment
+    from raysynth.tracking import is_refused
 
     try:
         with scoped_environment(MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", MLFLOW_HTTP_REQUEST_TIMEOUT="10"):
             MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
     except MlflowException as error:
-        if error.get_http_status_code() in (401, 403) or "401" in str(error) or "403" in str(error):
+        if is_refused(error):
             raise SpecError("tracking.uri", f"the server at {redact_uri(uri)} refused the credentials; set "
                                             "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or ~/.mlflow/credentials) "
                                             "to a user it knows") from None

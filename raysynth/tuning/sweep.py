@@ -263,8 +263,6 @@ QUIET_MLFLOW = {"MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true"}
 
 def _init_ray(address: str | None, log: Callable[[str], None], verbose: bool = False,
               sweep_folder: Path | None = None) -> None:
-    import logging
-
     import ray
 
     # Tune saves its experiment state at most this often; short, so an interrupted sweep loses little
@@ -310,7 +308,6 @@ class RedactingFormatter(logging.Formatter):
 def _quiet_ray_logging(sweep_folder: Path | None) -> None:
     """Ray's, Tune's, MLflow's and Optuna's loggers write to ``<sweep folder>/driver.log`` instead of the
     terminal; Tune prints no tables or banners (its old reporter at verbosity 0)."""
-    import logging
     import warnings
 
     os.environ["RAY_AIR_NEW_OUTPUT"] = "0"  # the new output engine prints banners whatever the verbosity
