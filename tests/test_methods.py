@@ -1,5 +1,7 @@
 """Every registered method, on real digits, with a tiny budget: the contract holds."""
 
+import re
+
 import pytest
 import torch
 
@@ -70,6 +72,16 @@ def test_a_fit_resumed_from_its_first_checkpoint_matches_an_uninterrupted_one(na
     resumed = cls(params).fit(split, FitContext(epochs=2, device=torch.device("cpu"), seed=0,
                                                 checkpoint=MethodCheckpoint(restarted, 0)), lambda step, **m: None)
     assert torch.equal(whole.images, resumed.images) and torch.equal(whole.labels, resumed.labels)
+
+
+def test_no_method_reads_the_training_set_around_the_split():
+    """The split's validation images are no method's: a method reads the split (fewshot, remainder,
+    available, random_subset), never its dataset's whole training arrays."""
+    import inspect
+
+    readers = [name for name in METHODS.names()
+               if re.search(r"dataset\.train_(images|labels)", inspect.getsource(inspect.getmodule(METHODS.get(name))))]
+    assert readers == []
 
 
 @pytest.mark.parametrize("name", METHODS.names())

@@ -79,6 +79,12 @@ class Split:
         """Every training image a method may use (few-shot set and remainder), sorted."""
         return torch.sort(torch.cat([self.fewshot_index, self.remainder_index])).values
 
+    @cached_property
+    def available(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The images (normalized) and labels of :attr:`available_index`: what a method that uses the
+        whole labelled training set may read (never a validation image)."""
+        return self._take(self.available_index)
+
     def random_subset(self, per_class: int, seed_offset: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
         """A seeded random real subset, ``per_class`` images per class, of the images methods may use
         (never a validation image)."""

@@ -113,8 +113,9 @@ class COLA(Method):
 
         params, dataset = self.params, split.dataset
         clusters = split.num_classes
-        chosen = torch.randperm(len(dataset.train_labels), generator=context.torch_rng("images"))[: params.images]
-        images, labels = dataset.normalize(dataset.train_images[chosen]), dataset.train_labels[chosen]
+        pool, pool_labels = split.available  # never a validation image
+        chosen = torch.randperm(len(pool_labels), generator=context.torch_rng("images"))[: params.images]
+        images, labels = pool[chosen], pool_labels[chosen]
         targets, components = cluster_images(params, images, clusters, context, report)
         fit = fit_glo(params, split, context, report, images, targets)
         mapping, purity = majority_mapping(components, labels, clusters, split.num_classes)

@@ -62,8 +62,8 @@ class DistributionMatching(Method):
         params, device, dataset = self.params, context.device, split.dataset
         per_class = params.per_class(split)
         generator = context.torch_rng("batches")
-        all_images = dataset.normalize(dataset.train_images)
-        by_class = [torch.nonzero(dataset.train_labels == c).flatten() for c in range(split.num_classes)]
+        all_images, all_labels = split.available  # never a validation image
+        by_class = [torch.nonzero(all_labels == c).flatten() for c in range(split.num_classes)]
         start_images, labels = split.random_subset(per_class, seed_offset=2)  # DM initializes from real samples
         synthetic = start_images.clone().to(device).requires_grad_()
         optimizer = torch.optim.SGD([synthetic], lr=params.lr_img, momentum=0.5)

@@ -72,7 +72,7 @@ class Koopcon(Method):
         per_class = params.per_class(split)
         num_classes = split.num_classes
         generator = context.torch_rng("batches")
-        all_images = dataset.normalize(dataset.train_images)
+        all_images, all_labels = split.available  # never a validation image
 
         def build() -> KoopmanAutoencoder:
             ae = params.ae
@@ -112,13 +112,13 @@ class Koopcon(Method):
         optimizer = torch.optim.Adam([{"params": others},
                                       {"params": operator.parameters(), "lr": params.operator_lr or params.lr / dimension}],
                                      lr=params.lr)
-        by_class = [torch.nonzero(dataset.train_labels == c).flatten() for c in range(num_classes)]
+        by_class = [torch.nonzero(all_labels == c).flatten() for c in range(num_classes)]
         new_labels = torch.arange(num_classes).repeat_interleave(per_class).to(device)
         loss = params.loss
         for epoch in context.resumable(context.epochs, modules=modules, optimizer=optimizer, generator=generator):
             batch = torch.cat([members[torch.randint(len(members), (params.batch_per_class,), generator=generator)]
                                for members in by_class])
-            images, labels = all_images[batch].to(device), dataset.train_labels[batch].to(device)
+            images, labels = all_images[batch].to(device), all_labels[batch].to(device)
             reconstruction, latents = reconstruction_loss(autoencoder, images, params.ae.kl_weight, generator)
             condensed = self.condense(modules, latents, labels, num_classes)
             synthetic = autoencoder.decode(condensed)
@@ -140,7 +140,7 @@ class Koopcon(Method):
             batch = torch.cat([members[torch.randperm(len(members), generator=generator)[: 4 * params.batch_per_class]]
                                for members in by_class])
             latents = autoencoder.encode(all_images[batch].to(device))
-            condensed = self.condense(modules, latents, dataset.train_labels[batch].to(device), num_classes)
+            condensed = self.condense(modules, latents, all_labels[batch].to(device), num_classes)
             identity = torch.eye(dimension, device=device)
             deviation = float(torch.linalg.matrix_norm(operator.weight - identity, ord=2))
             images = dataset.in_range(autoencoder.decode(condensed))  # the decoder is unbounded
