@@ -10,8 +10,8 @@ from raysynth.errors import SpecError
 from raysynth.methods import METHODS, FitContext
 from raysynth.nets.attention import MULTI_HEAD, VARIANTS, LatentAttention
 from raysynth.nets.autoencoder import FiLMConv, KoopmanAutoencoder, reconstruction_loss
-from raysynth.nets.expander import ClassGraphs, degree_mask, normalized, similarity_graph, spectral_gap
-from raysynth.nets.losses import per_class_wasserstein
+from raysynth.nets.expander import ClassGraphs, Expander, degree_mask, normalized, similarity_graph, spectral_gap
+from raysynth.nets.losses import covariance_excess, covariance_loss, per_class_wasserstein
 from raysynth.spec import build_spec
 
 
@@ -96,6 +96,39 @@ def test_expansion_returns_ratio_times_n_class_balanced_new_images(digits, varia
     real = split.fewshot[0]
     nearest = (synthetic.images.unsqueeze(1) - real.unsqueeze(0)).flatten(2).abs().amax(-1).min(dim=1).values
     assert torch.bincount(synthetic.labels).tolist() == [12] * 10 and bool((nearest > 1e-4).all())
+    assert synthetic.info["fine_tuning_updates"] == 3 * 10  # Algorithm 1: one update per class per epoch
+
+
+@pytest.mark.parametrize("variant", ["spatial", "mhsa_egm"])
+def test_the_literal_reconstruction_loss_reaches_the_attention(variant):
+    """Algorithm 1 decodes X through MHSSA and EGM for L_re: every attention weight gets its gradient."""
+    torch.manual_seed(0)
+    params = METHODS.get("expansive").Params.model_validate(
+        {"ae": {"latent_channels": 8, "width": 16}, "attention": {"variant": variant, "heads": 2, "patch": 2}})
+    model = KoopmanAutoencoder(1, 28, latent_channels=8, depth="shallow", width=16, variational=True)
+    expander = Expander(params, num_classes=2, latent_size=model.latent_size)
+    labels = torch.tensor([0, 0, 1, 1])
+    loss, _ = reconstruction_loss(model, torch.randn(4, 1, 28, 28), through=lambda codes: expander.mapped(codes, labels))
+    loss.backward()
+    assert all(p.grad is not None and bool(p.grad.abs().sum() > 0) for p in expander.attention.parameters())
+
+
+def test_the_per_class_covariance_is_the_pooled_one_less_its_rank_floor():
+    """With n samples in d > n dimensions Cov has rank n - 1: ||Cov - I||^2 >= d^2 / (n - 1) - d."""
+    latents, count, dims = torch.randn(6, 5, 2, 2, dtype=torch.float64), 6, 20
+    exact = {"eps": 0.0}  # the identity holds for exactly standardized samples
+    assert float(covariance_excess(latents, **exact)) == pytest.approx(
+        float(covariance_loss(latents, **exact)) - (dims ** 2 / (count - 1) - dims), rel=1e-9)
+
+
+def test_classic_augmentation_alone_has_as_many_images_as_the_expansion_and_no_original(digits):
+    split = make_split(digits, 3, seed=0)
+    references = METHODS.get("expansive")(METHODS.get("expansive").Params(expansion_ratio=4)).references(split, seed=0)
+    alone, _ = references["classic_alone"]
+    with_originals, _ = references["classic"]
+    real = split.fewshot[0]
+    nearest = (alone.unsqueeze(1) - real.unsqueeze(0)).flatten(2).abs().amax(-1).min(dim=1).values
+    assert len(alone) == len(with_originals) == 4 * len(real) and bool((nearest > 1e-4).all())
 
 
 @pytest.mark.parametrize("scale", ["fixed", "free"])
@@ -106,7 +139,8 @@ def test_the_latents_keep_their_pretraining_scale_unless_it_is_left_free(digits,
     cls = METHODS.get("expansive")
     params = cls.Params.model_validate({"expansion_ratio": 2, "pretrain_epochs": 2, "pretrain_images": 400,
                                         "attention": {"variant": "spatial_skip", "patch": 1},
-                                        "ae": {"latent_scale": scale}, "loss": {"alpha_w": 10.0, "detach_real": False}})
+                                        "ae": {"latent_scale": scale, "variational": False}, "reconstruction": "autoencoder",
+                                        "updates_per_epoch": "one", "loss": {"alpha_w": 10.0, "detach_real": False}})
     change = cls(params).fit(split, FitContext(epochs=150, device=torch.device("cpu"), seed=0),
                              lambda step, **m: None).info["latent_rms_change"]
     assert (abs(change - 1) < 1e-4) if scale == "fixed" else change < 0.8

@@ -49,16 +49,23 @@ def classic_expand(split, expansion_ratio: int, seed: int) -> tuple[torch.Tensor
     return dataset.normalize(torch.cat(out).clamp(0, 1)), labels.repeat(expansion_ratio - 1)
 
 
-def classic_reference(split, expansion_ratio: int, seed: int) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+def classic_reference(split, expansion_ratio: int, seed: int,
+                      alone: bool = False) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """The `classic` reference set of an expansion method: the few-shot set plus its classic
-    augmentation, ``expansion_ratio`` x its size (what the paper compares at equal size)."""
+    augmentation, ``expansion_ratio`` x its size (what the paper compares at equal size); with ``alone``
+    also `classic_alone`: ``expansion_ratio`` augmented copies of each image without the originals."""
     import torch
 
     if expansion_ratio < 2:
         return {}
-    images, labels = classic_expand(split, expansion_ratio, seed)
+    # with `alone`, one copy more of each image: as many as X'; the first copies are the `classic` ones (same seed)
+    images, labels = classic_expand(split, expansion_ratio + alone, seed)
     fewshot_images, fewshot_labels = split.fewshot
-    return {"classic": (torch.cat([fewshot_images, images]), torch.cat([fewshot_labels, labels]))}
+    copies = (expansion_ratio - 1) * len(fewshot_labels)
+    references = {"classic": (torch.cat([fewshot_images, images[:copies]]), torch.cat([fewshot_labels, labels[:copies]]))}
+    if alone:
+        references["classic_alone"] = (images, labels)
+    return references
 
 
 @register_method("classic_augmentation")

@@ -10,7 +10,7 @@ on X concatenated with X') + a2 L_W(Y, Y') per class + a3 L_cov(Y'). docs/method
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, ValidationInfo, field_validator
 
@@ -28,6 +28,11 @@ if TYPE_CHECKING:  # annotations only: the module loads without torch (raysynth 
     from raysynth.nets.expander import Expander
 
 
+class ExpansiveAutoencoderParams(AutoencoderParams):
+    variational: bool = Field(True, description="a log-variance head and the KL term of L_re (Eq. 5 is a VAE's "
+                              "objective; false: a plain autoencoder, L_re the MSE of Algorithm 1 line 18)")
+
+
 class ExpansiveParams(Params):
     expansion_ratio: int = Field(10, ge=1, le=1000, description="|X'| / |X|: synthetic images per few-shot image")
     pretrain: str = Field("remainder", description="autoencoder pretraining set: remainder (unlabelled rest of the "
@@ -38,10 +43,19 @@ class ExpansiveParams(Params):
     synth_per_class: int = Field(32, ge=2, le=100_000, description="new latents per class per fine-tuning step")
     interpolate: bool = Field(True, description="new latents start from random convex pairs of a class's latents")
     classifier_width: int = Field(32, ge=8, le=4096, description="width of the ConvNet giving L_ce")
-    ae: AutoencoderParams = AutoencoderParams()
+    ae: ExpansiveAutoencoderParams = ExpansiveAutoencoderParams()
     attention: AttentionParams = AttentionParams()
     egm: ExpanderParams = ExpanderParams()
     loss: LossParams = LossParams()
+    reconstruction: Literal["through_expander", "autoencoder"] = Field(
+        "through_expander", description="L_re of X decoded through the attention and EGM, one output per image "
+        "(Algorithm 1 lines 14-18) or through the autoencoder alone")
+    updates_per_epoch: Literal["per_class", "one"] = Field(
+        "per_class", description="per_class: one update per class per epoch (Algorithm 1 updates inside its loop "
+        "over the M classes, whose body reads all of X, so M updates of the whole objective); one: one update per epoch")
+    classic_alone: bool = Field(True, description="also train on the classic augmented images alone, as many as X' "
+                                "(`classic_alone_accuracy`): X' alone against augmentation alone, beside Table 3's "
+                                "comparison with augmentation that includes the originals (`classic_accuracy`)")
 
     @field_validator("pretrain")
     @classmethod
@@ -74,14 +88,15 @@ class ExpansiveSynthesis(Method):
     Params = ExpansiveParams
     intent = Intent.GENERATION  # Table 3's "synth" classifier: trained on X' alone; baseline: X
     uses_remainder = True  # unlabelled, for pretraining only
-    epoch_counts = "fine-tuning epochs: one pass of the few-shot set with params.synth_per_class new latents per class"
+    epoch_counts = ("fine-tuning epochs: params.updates_per_epoch updates each (one per class by default) of the whole "
+                    "objective, params.synth_per_class new latents per class per update")
 
     @classmethod
     def equal_steps_control(cls) -> bool:
         return True  # X' is expansion_ratio times the few-shot set: compare with X repeated to that size
 
     def references(self, split, seed: int) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-        return classic_reference(split, self.params.expansion_ratio, seed)
+        return classic_reference(split, self.params.expansion_ratio, seed, alone=self.params.classic_alone)
 
     # -- pretraining -------------------------------------------------------------------------------
     def _pretraining_images(self, split, context: FitContext) -> tuple[torch.Tensor, dict]:
@@ -125,7 +140,7 @@ class ExpansiveSynthesis(Method):
         from raysynth.nets.autoencoder import KoopmanAutoencoder, reconstruction_loss
         from raysynth.nets.classifiers import build_classifier
         from raysynth.nets.expander import Expander
-        from raysynth.nets.losses import covariance_loss, per_class_wasserstein
+        from raysynth.nets.losses import class_covariance_loss, covariance_loss, per_class_wasserstein
 
         params, device = self.params, context.device
         images, labels = (t.to(device) for t in split.fewshot)
@@ -166,10 +181,11 @@ class ExpansiveSynthesis(Method):
         loss = params.loss
         with torch.no_grad():
             start_rms = float(autoencoder.encode(images).pow(2).mean().sqrt())  # modules are on the device
-        for epoch in context.resumable(context.epochs, modules=modules, optimizer=optimizer,
-                                       graph_optimizer=graph_optimizer, generator=generator):
-            modules.train()
-            reconstruction, latents = reconstruction_loss(autoencoder, images, params.ae.kl_weight, generator)
+        through = (lambda codes: expander.mapped(codes, labels)) if params.reconstruction == "through_expander" else None
+        updates = num_classes if params.updates_per_epoch == "per_class" else 1
+
+        def update() -> dict[str, float]:
+            reconstruction, latents = reconstruction_loss(autoencoder, images, params.ae.kl_weight, generator, through)
             new, new_labels = [], []
             for cls, members in enumerate(classes):
                 new.append(expander.new_latents(latents[members], cls, params.synth_per_class, generator))
@@ -181,7 +197,8 @@ class ExpansiveSynthesis(Method):
             dims = new_latents[0].numel()  # per-dimension scale, so one alpha fits every latent size
             real_latents = latents.detach() if loss.detach_real else latents
             wasserstein = per_class_wasserstein(real_latents, labels, new_latents, new_labels, loss.ot) / dims
-            covariance = covariance_loss(new_latents) / dims
+            covariance = (class_covariance_loss(new_latents, new_labels) if loss.covariance == "per_class"
+                          else covariance_loss(new_latents)) / dims
             total = (loss.alpha_re * reconstruction + loss.alpha_ce * cross_entropy + loss.alpha_w * wasserstein
                      + loss.alpha_cov * covariance)
             optimizer.zero_grad(set_to_none=True)
@@ -197,11 +214,19 @@ class ExpansiveSynthesis(Method):
                 (-objective).backward()
                 graph_optimizer.step()
                 metrics["graph_objective"] = objective.item() / num_classes
+            return metrics
+
+        for epoch in context.resumable(context.epochs, modules=modules, optimizer=optimizer,
+                                       graph_optimizer=graph_optimizer, generator=generator):
+            modules.train()
+            for _ in range(updates):
+                metrics = update()
             if report_due(epoch, context.epochs, 100):
                 report(epoch, **metrics)
         synthetic = self._expand(split, autoencoder, expander, generator, device)
         with torch.no_grad():  # 1 when the scale is fixed; with it free, W and Cov shrink the latents
             synthetic.info["latent_rms_change"] = float(autoencoder.encode(images).pow(2).mean().sqrt()) / start_rms
+        synthetic.info["fine_tuning_updates"] = float(context.epochs * updates)
         return synthetic
 
     def _expand(self, split, autoencoder: KoopmanAutoencoder, expander: Expander, generator: torch.Generator,

@@ -146,15 +146,17 @@ def kl_divergence(mean: torch.Tensor, log_variance: torch.Tensor | None) -> torc
 
 
 def reconstruction_loss(model: KoopmanAutoencoder, images: torch.Tensor, kl_weight: float = 1e-3,
-                        generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                        generator: torch.Generator | None = None,
+                        through: Callable[[torch.Tensor], torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """L_re (Eq. 5 read as Gaussian likelihood): mean squared error (+ ``kl_weight`` x KL per pixel when
-    variational). Returns (loss, latents) so callers can reuse the encoding."""
+    variational), decoding ``through(latents)`` when given (a map between encoder and decoder).
+    Returns (loss, latents) so callers can reuse the encoding."""
     mean, log_variance = model.encode_stats(images)
     latents = mean
     if log_variance is not None:
         noise = torch.randn(mean.shape, generator=generator, dtype=mean.dtype).to(mean.device)
         latents = mean + noise * (0.5 * log_variance).exp()
-    loss = F.mse_loss(model.decode(latents), images)
+    loss = F.mse_loss(model.decode(through(latents) if through is not None else latents), images)
     if log_variance is not None:
         loss = loss + kl_weight * kl_divergence(mean, log_variance) / images[0].numel()
     return loss, latents

@@ -157,6 +157,18 @@ class Expander(nn.Module):
         graph = self.graphs.codeword(cls) if codeword else self.graphs.adjacency(cls)
         return base + self.attention.from_heads(propagate(graph, cropped), base)
 
+    def mapped(self, latents: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Each latent through the attention and, with EGM, its own cropped heads propagated over its
+        class graph: no interpolation, one output per input (the path of Algorithm 1's L_re)."""
+        if not self.uses_graph:
+            return self.attention(latents)
+        cropped = attention_crop(self.attention.head_outputs(latents), self.params.egm.keep)
+        propagated = torch.zeros_like(cropped)
+        for cls in torch.unique(labels).tolist():
+            members = labels == cls
+            propagated[members] = propagate(self.graphs.adjacency(cls), cropped[members])
+        return latents + self.attention.from_heads(propagated, latents)
+
     def graph_objective(self, latents: torch.Tensor, cls: int) -> torch.Tensor:
         """The objective the class graph maximizes (its own loss; the graph also keeps its best)."""
         with torch.no_grad():

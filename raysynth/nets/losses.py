@@ -41,10 +41,37 @@ def per_class_wasserstein(source: torch.Tensor, source_labels: torch.Tensor, tar
     return torch.stack(distances).mean()
 
 
+def _standardized(latents: torch.Tensor, eps: float) -> torch.Tensor:
+    z = latents.flatten(1)
+    return (z - z.mean(0)) / (z.std(0) + eps)
+
+
 def covariance_loss(latents: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
     """||Cov(Z) - I||_F^2 with Z the flattened latents standardized per dimension (needs n >= 2)."""
-    z = latents.flatten(1)
-    z = (z - z.mean(0)) / (z.std(0) + eps)
+    z = _standardized(latents, eps)
     covariance = z.T @ z / (len(z) - 1)
     identity = torch.eye(covariance.shape[0], dtype=z.dtype, device=z.device)
     return ((covariance - identity) ** 2).sum()
+
+
+def covariance_excess(latents: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """``covariance_loss`` minus its floor when there are fewer samples n than dimensions d.
+
+    Cov has rank <= n - 1, so ||Cov - I||_F^2 >= d^2 / (n - 1) - d, reached when the n standardized
+    samples are mutually orthogonal. Through the n x n Gram matrix G = Z Z^T / d this is
+    (d / (n - 1))^2 ||G - P||_F^2 with P = I - 11^T / n: the same value less the floor, hence the same
+    gradient, and zero is attainable. With n > d it is ``covariance_loss`` itself."""
+    z = _standardized(latents, eps)
+    count, dims = z.shape
+    if count > dims:
+        return covariance_loss(latents, eps)
+    gram = z @ z.T / dims
+    centring = torch.eye(count, dtype=z.dtype, device=z.device) - 1.0 / count
+    return (dims / (count - 1)) ** 2 * ((gram - centring) ** 2).sum()
+
+
+def class_covariance_loss(latents: torch.Tensor, labels: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """Mean over the classes (with >= 2 samples) of ``covariance_excess`` of the class's latents."""
+    losses = [covariance_excess(latents[labels == c], eps) for c in torch.unique(labels).tolist()
+              if int((labels == c).sum()) >= 2]
+    return torch.stack(losses).mean() if losses else latents.new_zeros(())

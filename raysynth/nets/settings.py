@@ -78,6 +78,10 @@ class LossParams(Params):
     alpha_w: float = Field(1.0, ge=0, le=1e6, description="a2: per-class Wasserstein distance between Y and Y'")
     alpha_cov: float = Field(0.01, ge=0, le=1e6, description="a3: ||Cov(Y') - I||_F^2")
     ot: OtKind = Field("exact", description="OT solver: exact (ot.emd2), sinkhorn, sliced")
+    covariance: Literal["pooled", "per_class"] = Field(
+        "pooled", description="L_cov over all synthetic latents at once (Eq. 8 as written; with fewer samples than "
+        "latent dimensions it has a rank floor) or per class with that floor removed (computed on the sample Gram "
+        "matrix, zero when a class's standardized samples are mutually orthogonal)")
     detach_real: bool = Field(True, description="W(Y, Y') with the real latents Y detached: the synthetic latents move "
                               "toward the real ones, the real ones are not pulled toward them (with latent_scale fixed)")
 
