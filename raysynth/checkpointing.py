@@ -25,7 +25,7 @@ STATE_FILE = "trial_state.pt"
 @dataclass
 class TrialState:
     seeds_done: dict[int, dict[str, float]] = field(default_factory=dict)
-    synthetic: dict[int, tuple[torch.Tensor, torch.Tensor, dict]] = field(default_factory=dict)
+    synthetic: dict[int, tuple[torch.Tensor, torch.Tensor, dict, int]] = field(default_factory=dict)
     evaluations: dict[str, dict[str, Any]] = field(default_factory=dict)
     method: dict[int, Any] = field(default_factory=dict)
     step: int = 0

@@ -118,8 +118,8 @@ def run_trial(spec: SweepSpec, dataset: ImageDataset, observer: TrialObserver,
         observer.on_seed_start(seed)
         split = make_split(dataset, spec.dataset.images_per_class, seed, spec.dataset.validation_per_class)
         if seed in state.synthetic:
-            images, labels, info = state.synthetic[seed]
-            synthetic = SyntheticSet(images, labels, info)
+            images, labels, info, *copies = state.synthetic[seed]  # checkpoints before real_copies have 3 parts
+            synthetic = SyntheticSet(images, labels, info, *copies)
             log(f"[{spec.method} seed {seed}] synthetic set restored from the checkpoint")
         else:
             report = MethodReporter(spec.method, seed, observer, log, next_step)
@@ -129,7 +129,8 @@ def run_trial(spec: SweepSpec, dataset: ImageDataset, observer: TrialObserver,
                             cache_dir=Path(spec.cache_dir), load_dataset=lambda name: load_spec_dataset(spec, name))
             synthetic = method.fit(split, context, report)
             check_synthetic(synthetic, split, spec.method)
-            state.synthetic[seed] = (synthetic.images.detach().cpu(), synthetic.labels.cpu(), dict(synthetic.info))
+            state.synthetic[seed] = (synthetic.images.detach().cpu(), synthetic.labels.cpu(), dict(synthetic.info),
+                                     synthetic.real_copies)
             state.method.pop(seed, None)
             checkpointer.checkpoint()
         log(f"[{spec.method} seed {seed}] {len(synthetic.labels)} synthetic images; evaluating")

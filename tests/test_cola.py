@@ -59,6 +59,15 @@ def test_scola_samples_the_requested_count_per_class(digits):
     assert torch.bincount(synthetic.labels).tolist() == [12] * 10  # 75 % of the Mix set: 3 x the 4 real images
 
 
+def test_a_scola_pool_is_balanced_against_the_real_images_it_repeats(digits):
+    split = make_split(digits, 4, seed=0)
+    cls = METHODS.get("scola")
+    synthetic = cls(cls.Params(mix="pool", pool_per_class=20)).fit(
+        split, FitContext(epochs=1, device=torch.device("cpu"), seed=0), lambda step, **m: None)
+    # 200 pooled images against the 40 real ones repeated 5 times: half of every batch synthetic in expectation
+    assert len(synthetic.labels) == 200 and synthetic.real_copies == 5
+
+
 def test_perceptual_loss_without_weights_is_a_one_line_error(tmp_path):
     from raysynth.errors import RaysynthError
     from raysynth.nets.glo import PerceptualLoss

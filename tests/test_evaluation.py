@@ -112,3 +112,12 @@ def test_a_methods_info_cannot_overwrite_a_contract_metric(digits, cache_dir):
     metrics = Evaluator(settings, split, device=CPU, cache_dir=cache_dir).evaluate(
         SyntheticSet(*split.fewshot, info={"accuracy": 123.0}), Intent.GENERATION)
     assert metrics["accuracy"] != 123.0 and metrics["info/accuracy"] == 123.0
+
+
+def test_an_expansion_trains_on_its_real_copies_beside_the_synthetic_images(digits, cache_dir):
+    """A large synthetic pool is balanced by repeating the few real images (sCOLA's `mix: pool`)."""
+    split = make_split(digits, 2, seed=0)
+    settings = EvaluationSpec(width=8, epochs=1, num_eval=1)
+    synthetic = SyntheticSet(*split.fewshot, real_copies=3)  # 20 "synthetic" images
+    metrics = Evaluator(settings, split, device=CPU, cache_dir=cache_dir).evaluate(synthetic, Intent.EXPANSION)
+    assert metrics["training_images"] == 3 * 20 + 20

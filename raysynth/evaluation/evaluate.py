@@ -165,8 +165,9 @@ class Evaluator:
         few-shot set repeated to the training set's size as the reference ``repeated``."""
         fewshot_images, fewshot_labels = self.split.fewshot
         if intent is Intent.EXPANSION:
-            train_images = torch.cat([fewshot_images, synthetic.images.cpu()])
-            train_labels = torch.cat([fewshot_labels, synthetic.labels.cpu()])
+            copies = synthetic.real_copies
+            train_images = torch.cat([fewshot_images.repeat(copies, 1, 1, 1), synthetic.images.cpu()])
+            train_labels = torch.cat([fewshot_labels.repeat(copies), synthetic.labels.cpu()])
         else:
             train_images, train_labels = synthetic.images.cpu(), synthetic.labels.cpu()
         metrics = self.scores("accuracy", train_images, train_labels, probe=True).metrics("accuracy")
@@ -190,6 +191,7 @@ class Evaluator:
                     metrics[f"{prefix}{gain}"] = metrics[f"{prefix}accuracy"] - metrics[f"{prefix}{metric}"]
         metrics.update(self.fids(synthetic.images.cpu()))
         metrics["synthetic_images"] = float(len(synthetic.labels))
+        metrics["training_images"] = float(len(train_labels))
         # a method's extra measurements never overwrite a contract metric
         metrics.update({f"info/{k}": v for k, v in synthetic.info.items() if f"info/{k}" not in METRICS})
         bad = {k: v for k, v in metrics.items() if k in METRICS and not math.isfinite(float(v))}

@@ -124,10 +124,15 @@ class SyntheticSet:
     images: torch.Tensor
     labels: torch.Tensor
     info: dict[str, float] = field(default_factory=dict)  # extra scalar metrics the method measured
+    # expansion methods: how many times the real few-shot set enters the training set beside these
+    # images (a large synthetic pool can be balanced against the few real ones, e.g. 50/50 per batch)
+    real_copies: int = 1
 
     def __post_init__(self):
         if len(self.images) != len(self.labels):
             raise ValueError(f"{len(self.images)} images but {len(self.labels)} labels")
+        if self.real_copies < 1:
+            raise ValueError(f"real_copies must be at least 1, not {self.real_copies}")
 
     def per_class_counts(self, num_classes: int) -> list[int]:
         import torch

@@ -10,7 +10,7 @@ classifier trains on "Mix": the real images plus synthetic ones making up `mix_r
 from __future__ import annotations
 
 from functools import partial
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Literal, NamedTuple
 
 from pydantic import Field
 
@@ -26,6 +26,11 @@ FIT_LOSS = "fit_final_loss"  # the GLO fit's last reconstruction loss, logged so
 
 class ScolaParams(GloParams):
     mix_ratio: float = Field(0.5, gt=0, lt=1, description="fraction of synthetic images in the Mix training set")
+    mix: Literal["counts", "pool"] = Field(
+        "counts", description="counts: as many synthetic images as make up mix_ratio of the set beside the real ones "
+        "(1:1 at 0.5); pool: pool_per_class synthetic images per class, the real images repeated so that mix_ratio "
+        "of every batch is synthetic in expectation (a large pool mixed per batch)")
+    pool_per_class: int = Field(500, ge=1, le=100_000, description="synthetic images per class when mix is pool")
 
 
 def build_generator(params: GloParams, code_dim: int, channels: int, image_size: int) -> torch.nn.Module:
@@ -109,11 +114,15 @@ class SCOLA(Method):
         gaussians = fit_content_gaussians(fit.content, labels, split.num_classes, params.sampling.cov)
         rng = context.numpy_rng("content samples")
         codes, new_labels = [], []
+        pooled = params.mix == "pool"
         for c, gaussian in enumerate(gaussians):
             members = int((labels == c).sum())
-            count = max(1, round(members * params.mix_ratio / (1 - params.mix_ratio)))
+            count = params.pool_per_class if pooled else max(1, round(members * params.mix_ratio / (1 - params.mix_ratio)))
             codes.append(torch.cat([class_code(fit.cluster_codes, labels == c).expand(count, -1),
                                     sample_content(gaussian, count, rng, params.sampling.scale)], dim=1))
             new_labels.append(torch.full((count,), c))
-        return SyntheticSet(decode(fit.model, torch.cat(codes), split.dataset, context.device), torch.cat(new_labels),
-                            {FIT_LOSS: fit.final_loss})
+        new_labels = torch.cat(new_labels)
+        # pool: the real images repeated to (1 - mix_ratio) of the set, so batches mix in that proportion
+        copies = max(1, round(len(new_labels) * (1 - params.mix_ratio) / (params.mix_ratio * len(labels)))) if pooled else 1
+        return SyntheticSet(decode(fit.model, torch.cat(codes), split.dataset, context.device), new_labels,
+                            {FIT_LOSS: fit.final_loss}, real_copies=copies)
