@@ -49,6 +49,18 @@ def test_each_attention_variant_keeps_the_latent_shape(variant):
         assert heads.shape[1] == 4 and attention.from_heads(heads, latents).shape == latents.shape
 
 
+@pytest.mark.parametrize("mode", ["channel_patches", "patch_rows", "channels"])
+def test_each_rowwise_reading_attends_along_its_own_sequences_and_inverts_them(mode):
+    latents = torch.randn(3, 16, 8, 8)
+    attention = LatentAttention("rowwise", channels=16, size=8, patch=2, rowwise_tokens=mode)
+    tokens = attention.tokens(latents)
+    # the second token of the first sequence: the next patch of channel 0, of row 0, or the next channel
+    second = {"channel_patches": latents[0, 0, 0:2, 2:4], "patch_rows": latents[0, :, 0:2, 2:4],
+              "channels": latents[0, 1, 0:2, 0:2]}[mode].flatten()
+    assert torch.equal(tokens[0, 1], second) and torch.equal(attention.untokens(tokens, latents), latents) \
+        and attention(latents).shape == latents.shape
+
+
 def test_learned_class_graph_has_a_larger_spectral_gap_than_random_graphs_with_as_many_edges():
     torch.manual_seed(0)
     vertices, degree = 8, 3

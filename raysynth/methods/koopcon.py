@@ -98,8 +98,7 @@ class Koopcon(Method):
         size = autoencoder.latent_size
         dimension = params.ae.latent_channels * size * size
         with context.seeded_init("attention"):
-            attention = LatentAttention(params.attention.variant, params.ae.latent_channels, size, params.attention.patch,
-                                        params.attention.heads, params.attention.self_bias)
+            attention = LatentAttention.from_params(params.attention, params.ae.latent_channels, size)
         with context.seeded_init("pooling"):
             pooling = AttentionPooling(num_classes, per_class, dimension, params.key_dim, params.pooling_scores)
         operator = KoopmanOperator(dimension)

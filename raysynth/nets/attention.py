@@ -4,7 +4,9 @@ Variants (``attention.variant``), each keeping the latent's shape:
 
 - ``none``: the identity.
 - ``rowwise`` (E.1): the map is cut into P x P patches; each channel's patches are stacked into a
-  sequence of (h/P)(w/P) tokens of size P^2 and attention runs along that sequence, per channel.
+  sequence of (h/P)(w/P) tokens of size P^2 and attention runs along that sequence, per channel
+  (``rowwise_tokens``: or along each row of patches with tokens over all channels, or across the
+  channels at each patch position).
 - ``spatial`` (E.2): each patch, flattened over all channels (C P^2 values), is one token at its
   spatial position; attention runs across all positions, without positional encoding.
 - ``spatial_skip``: spatial plus a residual connection.
@@ -19,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from raysynth.nets.settings import MULTI_HEAD, VARIANTS, Variant  # noqa: F401 (re-exported)
+from raysynth.nets.settings import MULTI_HEAD, VARIANTS, AttentionParams, RowwiseTokens, Variant  # noqa: F401 (re-exported)
 
 
 def patchify(latents: torch.Tensor, patch: int) -> torch.Tensor:
@@ -65,32 +67,49 @@ class MultiHeadAttention(nn.Module):
 class LatentAttention(nn.Module):
     """One of the :data:`VARIANTS` on ``channels x size x size`` latent maps with ``patch`` x ``patch`` patches."""
 
-    def __init__(self, variant: Variant, channels: int, size: int, patch: int = 1, heads: int = 1, self_bias: float = 0.0):
+    def __init__(self, variant: Variant, channels: int, size: int, patch: int = 1, heads: int = 1, self_bias: float = 0.0,
+                 rowwise_tokens: RowwiseTokens = "channel_patches"):
         super().__init__()
         if variant not in VARIANTS:
             raise ValueError(f"unknown attention variant `{variant}`: use one of {', '.join(VARIANTS)}")
         if size % patch:
             raise ValueError(f"patch {patch} does not divide the {size} x {size} latent map; use a divisor of {size}")
-        self.variant, self.patch, self.size = variant, patch, size
+        self.variant, self.patch, self.size, self.rowwise_tokens = variant, patch, size, rowwise_tokens
         self.skip = variant in ("spatial_skip", *MULTI_HEAD)
         self.heads = heads if variant in MULTI_HEAD else 1
         if variant == "none":
             self.attention = None
         elif variant == "rowwise":
-            self.attention = MultiHeadAttention(patch * patch, 1, self_bias)
+            width = channels * patch * patch if rowwise_tokens == "patch_rows" else patch * patch
+            self.attention = MultiHeadAttention(width, 1, self_bias)
         else:
             self.attention = MultiHeadAttention(channels * patch * patch, self.heads, self_bias)
 
+    @classmethod
+    def from_params(cls, attention: AttentionParams, channels: int, size: int) -> "LatentAttention":
+        return cls(attention.variant, channels, size, attention.patch, attention.heads, attention.self_bias,
+                   attention.rowwise_tokens)
+
     def tokens(self, latents: torch.Tensor) -> torch.Tensor:
-        if self.variant == "rowwise":  # one sequence of P^2-tokens per channel
-            n, c = latents.shape[:2]
+        """The sequences attention runs along: ``sequences x length x width``."""
+        n, c = latents.shape[:2]
+        if self.variant != "rowwise":
+            return patchify(latents, self.patch)
+        if self.rowwise_tokens == "channel_patches":  # one sequence of P^2-tokens per channel
             return patchify(latents.reshape(n * c, 1, self.size, self.size), self.patch)
-        return patchify(latents, self.patch)
+        patches = patchify(latents, self.patch)  # N x T x (C P^2), T = rows x rows, row-major
+        if self.rowwise_tokens == "patch_rows":
+            return patches.reshape(n * (self.size // self.patch), self.size // self.patch, -1)
+        return patches.reshape(-1, c, self.patch * self.patch)  # per patch position, its C channels
 
     def untokens(self, tokens: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-        if self.variant == "rowwise":
+        """The inverse of :meth:`tokens` for maps shaped ``like``."""
+        if self.variant != "rowwise":
+            return unpatchify(tokens, self.patch, self.size)
+        if self.rowwise_tokens == "channel_patches":
             return unpatchify(tokens, self.patch, self.size).reshape(like.shape)
-        return unpatchify(tokens, self.patch, self.size)
+        n, c = like.shape[:2]
+        return unpatchify(tokens.reshape(n, -1, c * self.patch * self.patch), self.patch, self.size)
 
     def forward(self, latents: torch.Tensor) -> torch.Tensor:
         if self.attention is None:

@@ -128,8 +128,7 @@ class Expander(nn.Module):
         super().__init__()
         attention, egm = params.attention, params.egm
         self.params = params
-        self.attention = LatentAttention(attention.variant, params.ae.latent_channels, latent_size, attention.patch,
-                                         attention.heads, attention.self_bias)
+        self.attention = LatentAttention.from_params(attention, params.ae.latent_channels, latent_size)
         self.uses_graph = attention.variant == "mhsa_egm"
         self.graphs = ClassGraphs(num_classes, attention.heads, egm.degree, egm.spectral_weight) if self.uses_graph else None
 

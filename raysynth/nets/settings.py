@@ -16,6 +16,7 @@ CLASSIFIERS: Registry = Registry("classifier").discover("raysynth.nets.classifie
 
 # --- variants of the networks (nets/attention.py, autoencoder.py, losses.py, glo.py, gan.py)
 Variant = Literal["none", "rowwise", "spatial", "spatial_skip", "mhsa", "mhsa_egm"]
+RowwiseTokens = Literal["channel_patches", "patch_rows", "channels"]
 VARIANTS: tuple[str, ...] = ("none", "rowwise", "spatial", "spatial_skip", "mhsa", "mhsa_egm")
 MULTI_HEAD: tuple[str, ...] = ("mhsa", "mhsa_egm")
 Depth = Literal["shallow", "medium", "deep"]
@@ -64,6 +65,10 @@ class AttentionParams(Params):
     self_bias: float = Field(0.0, ge=0, le=100, description="a learned bias on each token's attention to itself, started "
                              "at this value (0: none, the paper's attention). Without it `spatial` starts uniform over "
                              "positions and tiles one patch over the map; 5 starts it near each token's own value")
+    rowwise_tokens: RowwiseTokens = Field(
+        "channel_patches", description="the sequences of `rowwise`: channel_patches (E.1 as read: per channel, its "
+        "patches of P^2 values), patch_rows (each row of patches, tokens over all channels) or channels (per patch "
+        "position, its C channels as P^2-value tokens)")
 
 
 class ExpanderParams(Params):
