@@ -238,3 +238,22 @@ def test_a_plugin_method_runs_in_ray_workers_and_report_pools_sweeps(tmp_path, c
     assert {t.data.tags["method"] for t in finished} == {"real", "noisy_copy"} and len(finished) == 4
     assert rows["noisy_x4"]["difference"]["seeds"] == [0, 1] and \
         {s: m["accuracy"] for s, m in rows["noisy_x4"]["per_seed"].items()} == latest
+
+
+def test_the_progress_line_counts_the_trials_a_resumed_sweep_finished_before():
+    """After --resume Tune lists the trials that ended before the interruption as ended from the start:
+    they count as done, and the best among them stays the best until beaten."""
+    from ray.tune.experiment import Trial
+
+    from raysynth.tuning.callbacks import TrialEvents
+
+    said: list[str] = []
+    events = TrialEvents(None, "search", "val_accuracy", "max", total=3, log=said.append)
+    before, new = Trial("__fake", trial_id="before", stub=True), Trial("__fake", trial_id="new", stub=True)
+    before.set_status(Trial.TERMINATED)
+    before.run_metadata.last_result = {"val_accuracy": 76.6, "accuracy": 76.0}
+    new.set_status(Trial.RUNNING)
+    new.run_metadata.last_result = {"val_accuracy": 70.0, "accuracy": 69.0}
+    events.on_step_end(0, [before, new])
+    events.on_trial_complete(1, [before, new], new)
+    assert said[-1] == "[search] 2/3 trials done, 0 running, best val_accuracy 76.6 (before)"

@@ -27,6 +27,29 @@ class TrialEvents(Callback):
         self.best: tuple[float, str] | None = None
         self.pending_since: dict[str, float] = {}
         self.announced: set[str] = set()
+        self.restored_counted = False
+
+    def _count_restored(self, trials) -> None:
+        """Trials of a resumed sweep that ended before the interruption count as done (once, at the first
+        event: Tune lists them as ended from the start)."""
+        if self.restored_counted:
+            return
+        self.restored_counted = True
+        before = [t for t in trials if t.status in ("TERMINATED", "ERROR")]
+        for trial in before:
+            result = trial.last_result or {}
+            self.ended += 1
+            if trial.status == "ERROR" or FAILURE in result:
+                self.failed += 1
+            else:
+                self._consider(result, trial.trial_id)
+        if before:
+            self._say(f"{len(before)} trial(s) ended before the restart")
+
+    def _consider(self, result: dict, trial_id: str) -> None:
+        value = result.get(self.metric)
+        if value is not None and (self.best is None or (value > self.best[0] if self.mode == "max" else value < self.best[0])):
+            self.best = (float(value), trial_id)
 
     def _label(self, trial) -> str:
         config = {k: v for k, v in (trial.config or {}).items()}
@@ -53,7 +76,8 @@ class TrialEvents(Callback):
         failed = f", {self.failed} failed" if self.failed else ""
         self._say(f"{self.ended}/{self.total} trials done{failed}, {running} running{best}")
 
-    def on_step(self, iteration, trials, **info):
+    def on_step_end(self, iteration, trials, **info):
+        self._count_restored(trials)
         now = time.monotonic()
         for trial in trials:
             if trial.status != "PENDING":
@@ -65,6 +89,7 @@ class TrialEvents(Callback):
                 self._say(f"trial {trial.trial_id} waiting for {self.waiting_for}")
 
     def on_trial_start(self, iteration, trials, trial, **info):
+        self._count_restored(trials)
         self._say(f"trial {self._label(trial)} started")
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
@@ -81,9 +106,7 @@ class TrialEvents(Callback):
         elif "accuracy" in result:  # the final metrics arrive together (a trial without validation has no val_*)
             shown = ", ".join(f"{k} {result[k]:.4g}" for k in ("val_accuracy", "accuracy", "cas", "fid", "gain") if k in result)
             self._say(f"trial {self._label(trial)} finished: {shown}")
-            value = result.get(self.metric)
-            if value is not None and (self.best is None or (value > self.best[0] if self.mode == "max" else value < self.best[0])):
-                self.best = (float(value), trial.trial_id)
+            self._consider(result, trial.trial_id)
         else:
             self.stopped += 1
             probe = result.get(PROBE_METRIC)
