@@ -221,14 +221,24 @@ def compare(rows: list[Row], reference: str | None, metric: str = "accuracy") ->
         row.p_holm, row.p_wilcoxon_holm = p_t, p_w
 
 
-def search_keys(sweep_spec: dict, step: str) -> list[str]:
-    """The parameters a step searched: the space's `search:` (same method) and the step's `set: search.*`."""
+def search_keys(sweep_spec: dict, step: str) -> dict[str, dict]:
+    """The parameters a step searched, each with its `when:` condition ({} if none): the space's
+    `search:` (same method) and the step's `set: search.*`."""
     entry = next((s for s in sweep_spec.get("ablation") or [] if s["name"] == step), None)
-    keys = [] if entry is not None and entry.get("method") not in (None, sweep_spec["method"]) else list(sweep_spec.get("search") or {})
-    for key in (entry or {}).get("set", {}):
-        if key.startswith("search."):
-            keys.append(key.removeprefix("search."))
-    return list(dict.fromkeys(keys))
+    same_method = entry is None or entry.get("method") in (None, sweep_spec["method"])
+    searched = dict(sweep_spec.get("search") or {}) if same_method else {}
+    searched.update({key.removeprefix("search."): value for key, value in (entry or {}).get("set", {}).items()
+                     if key.startswith("search.")})
+    return {key: (value.get("when") or {}) if isinstance(value, dict) else {} for key, value in searched.items()}
+
+
+def sampled_keys(logged: dict[str, str], searched: dict[str, dict]) -> list[str]:
+    """The searched parameters a trial sampled, from its logged params: a conditional one only where its
+    `when:` held (an affine trial has no diffeomorphic grid size to show)."""
+    def holds(when: dict) -> bool:
+        return all(logged.get(f"params.{key}") in {str(v) for v in values} for key, values in when.items())
+
+    return [key for key, when in searched.items() if holds(when)]
 
 
 def build_search(store: Store, builder: RowBuilder, step: str, log: Callable[[str], None], out_dir: Path) -> Search:
@@ -237,9 +247,12 @@ def build_search(store: Store, builder: RowBuilder, step: str, log: Callable[[st
     finished = sorted((t for t in trials if t.info.status == "FINISHED" and metric in t.data.metrics),
                       key=lambda r: r.data.tags.get("trial_id", ""))  # of equal ones the first, as the sweep selects
     best = (max if mode == "max" else min)(finished, key=lambda r: r.data.metrics[metric]) if finished else None
-    selected = builder.of_trial(best, step, search_keys(store.sweep_spec, step)) if best is not None else None
+    selected = (builder.of_trial(best, step, sampled_keys(best.data.params, search_keys(store.sweep_spec, step)))
+                if best is not None else None)
     if selected is not None:
-        selected.note = f"selected by {metric} from {len(finished)} trial(s)"
+        stopped = len(trials) - len(finished)
+        selected.note = f"selected by {metric} from {len(finished)} finished trial(s)" + (
+            f" of {len(trials)}, {stopped} stopped early or failed" if stopped else "")
     confirmations = [t for t in store.trials if _step(t) == step and _role(t) == "confirmation"]
     confirmation = builder.of_step(confirmations, f"{step} (confirmation)") if confirmations else None
     tags = store.sweeps[-1].data.tags

@@ -1,12 +1,13 @@
 """The report's statistics against scipy.stats computed directly on known per-seed numbers."""
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 from scipy import stats
 
-from raysynth.report import Row, compare
+from raysynth.report import Row, compare, sampled_keys, search_keys
 from raysynth.stats import holm, paired_difference, summarize
 
 # per-seed test accuracies of a 4-step ladder over 5 seeds
@@ -79,3 +80,14 @@ def test_rows_near_chance_get_one_warning_line_naming_them():
     table = [Row(step, "FINISHED", per_seed={0: {"accuracy": value}}) for step, value in (("a", 11.0), ("b", 40.0), ("c", 9.5))]
     lines = _chance_warnings(table, chance=10.0)
     assert len(lines) == 1 and "`a`, `c`" in lines[0] and "`b`" not in lines[0]
+
+
+def test_a_selected_trial_shows_only_the_parameters_it_sampled():
+    """A conditional parameter (`when:`) belongs to the selected configuration only where its condition held."""
+    import yaml
+
+    space = yaml.safe_load((Path(__file__).parent.parent / "search_spaces/cpu/learned_augmentation.yaml").read_text())
+    searched = search_keys(space, "searched")
+    affine = {"params.transform": "affine", "params.grid": "4", "params.fit.steps": "160"}
+    diffeomorphic = {**affine, "params.transform": "diffeomorphic"}
+    assert "grid" not in sampled_keys(affine, searched) and "grid" in sampled_keys(diffeomorphic, searched)
