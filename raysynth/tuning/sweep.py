@@ -168,10 +168,11 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, resume: bool = Fal
                     f"seeds {group.search_spec.tune.confirm_seeds}")
                 outcome.results += _run_group(spec, confirmation, context, datasets, resume, log, verbose)
     except BaseException as error:
+        # Ray first: a trial still starting could otherwise open its run after the open runs were closed
+        _shutdown_ray(address)
         _close_interrupted(tracker, experiment_id, sweep_id, parent_run_id, error)
         raise
-    finally:
-        _shutdown_ray(address)
+    _shutdown_ray(address)
     _summarize(spec, outcome, tracker, log)
     try:
         from raysynth.report import write_report
