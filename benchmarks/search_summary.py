@@ -18,7 +18,7 @@ from pathlib import Path
 
 import yaml
 
-from raysynth.report import write_report
+from raysynth.report import short_number, write_report
 from raysynth.stats import summarize, t_interval
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -75,7 +75,7 @@ def markdown(summaries: list[dict]) -> str:
     lines = ["| method | row | test accuracy (%), 3 seeds [95 % CI] | Δ vs baseline [95 % CI] | p (t, Holm) |",
              "|---|---|---|---|---|"]
     for s in summaries:
-        params = ", ".join(f"{k}={v}" for k, v in (s["selected"]["params"] or {}).items())
+        params = ", ".join(f"{k}={short_number(str(v))}" for k, v in (s["selected"]["params"] or {}).items())
         diff, default_diff = s["difference_vs_baseline"], s["default_difference_vs_baseline"]
         lines += [
             f"| {s['method']} | baseline `{s['baseline']['step']}` | {cell(s['baseline']['test_accuracy_per_seed'])} | reference | – |",

@@ -161,7 +161,7 @@ def ladder_rows(store: Store, builder: RowBuilder, searches: dict[str, Search]) 
             search = searches[step]
             if search.confirmation is not None and search.selected is not None:
                 # the number to quote, and paired with the other steps when they ran on the confirmation seeds
-                chosen = ", ".join(f"{k}={_short(v)}" for k, v in search.selected.params.items())
+                chosen = ", ".join(f"{k}={short_number(v)}" for k, v in search.selected.params.items())
                 rows.append(replace(search.confirmation, label=step, params=search.selected.params,
                                     note=f"{chosen}: {search.selected.note}, on the confirmation seeds"))
             elif search.selected is not None:
@@ -192,7 +192,7 @@ def flag_degenerate_fits(rows: list[Row]) -> None:
                 flag = f"seed {seed}'s fit ended at loss {loss:.3g}, {loss / median:.1f}x its peers' median: a degenerate fit"
                 row.note = "; ".join(part for part in (row.note, flag) if part)
 
-def _short(value: str) -> str:
+def short_number(value: str) -> str:
     """A logged parameter value for a table cell: floats to 3 significant digits."""
     try:
         number = float(value)
