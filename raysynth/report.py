@@ -374,14 +374,20 @@ def header_note(store: Store) -> list[str]:
     return lines
 
 
-# reference sets a method may log beside its own (`Method.references`): a column where any step has them
-REFERENCE_COLUMNS = {"classic_accuracy": "classic (%)", "classic_alone_accuracy": "classic alone (%)"}
+# reference sets a method may log beside its own (`Method.references`): a column, and its line under the
+# table, wherever a step has them
+REFERENCE_COLUMNS = {
+    "classic_accuracy": ("classic (%)", "classic: the step's own few-shot images plus classic augmentation at the "
+                         "same size (Table 3 as written)"),
+    "classic_alone_accuracy": ("classic alone (%)", "classic alone: as many augmented images as the method made, "
+                               "without the originals"),
+}
 
 
 def render_ladder(rows: list[Row], reference: str | None) -> list[str]:
     extra = [metric for metric in REFERENCE_COLUMNS if any(row.values(metric) for row in rows)]
     header = ["step", "n", "accuracy (%)", "val accuracy (%)", "CAS (%)", "FID", "repeated (%)",
-              *[REFERENCE_COLUMNS[metric] for metric in extra],
+              *[REFERENCE_COLUMNS[metric][0] for metric in extra],
               f"Δ accuracy vs `{reference}` [95 % CI]", "p (t, Holm)", "p (Wilcoxon, Holm)", "status"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
@@ -392,14 +398,11 @@ def render_ladder(rows: list[Row], reference: str | None) -> list[str]:
                  "reference" if row.label == reference else _difference_cell(row),
                  _p(row.p_holm), _p(row.p_wilcoxon_holm), row.status.lower()]
         lines.append("| " + " | ".join(cells) + " |")
-    notes = {"classic_accuracy": "classic: the step's own few-shot images plus classic augmentation at the same size "
-             "(Table 3 as written)", "classic_alone_accuracy": "classic alone: as many augmented images as the method "
-             "made, without the originals"}
     lines += ["", "Δ: the paired difference of test accuracy over the seeds both steps ran (the seed fixes the few-shot "
               "set), its 95 % t-interval; * marks an interval that excludes 0. p: paired t-test (Wilcoxon signed-rank "
               "from 6 seeds), Holm-adjusted across the ladder (the intervals are not adjusted). n < 3: too few seeds for "
               "a claim. repeated: the few-shot set repeated to the training set's size (equal SGD steps)."
-              + "".join(f" {notes[metric]}." for metric in extra)]
+              + "".join(f" {REFERENCE_COLUMNS[metric][1]}." for metric in extra)]
     return lines
 
 

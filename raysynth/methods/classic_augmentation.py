@@ -59,7 +59,7 @@ def classic_reference(split, expansion_ratio: int, seed: int,
     if expansion_ratio < 2:
         return {}
     # with `alone`, one copy more of each image: as many as X'; the first copies are the `classic` ones (same seed)
-    images, labels = classic_expand(split, expansion_ratio + alone, seed)
+    images, labels = classic_expand(split, expansion_ratio + 1 if alone else expansion_ratio, seed)
     fewshot_images, fewshot_labels = split.fewshot
     copies = (expansion_ratio - 1) * len(fewshot_labels)
     references = {"classic": (torch.cat([fewshot_images, images[:copies]]), torch.cat([fewshot_labels, labels[:copies]]))}
