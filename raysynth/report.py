@@ -70,6 +70,7 @@ class Search:
     importances: dict[str, dict[str, float]] = field(default_factory=dict)  # objective -> parameter -> importance
     evaluator: str = ""
     pareto: list[str] = field(default_factory=list)
+    confirm_seeds: list[int] = field(default_factory=list)  # planned, whether run yet or not
 
 
 # --------------------------------------------------------------------------- loading
@@ -232,6 +233,13 @@ def search_keys(sweep_spec: dict, step: str) -> dict[str, dict]:
     return {key: (value.get("when") or {}) if isinstance(value, dict) else {} for key, value in searched.items()}
 
 
+def planned_confirm_seeds(sweep_spec: dict, step: str) -> list[int]:
+    """The confirmation seeds a step's search is followed by: its own `set: tune.confirm_seeds`, else the space's."""
+    entry = next((s for s in sweep_spec.get("ablation") or [] if s["name"] == step), None)
+    own = (entry or {}).get("set", {}).get("tune.confirm_seeds")
+    return list(own if own is not None else (sweep_spec.get("tune") or {}).get("confirm_seeds") or [])
+
+
 def sampled_keys(logged: dict[str, str], searched: dict[str, dict]) -> list[str]:
     """The searched parameters a trial sampled, from its logged params: a conditional one only where its
     `when:` held (an affine trial has no diffeomorphic grid size to show)."""
@@ -257,7 +265,8 @@ def build_search(store: Store, builder: RowBuilder, step: str, log: Callable[[st
     confirmation = builder.of_step(confirmations, f"{step} (confirmation)") if confirmations else None
     tags = store.sweeps[-1].data.tags
     search = Search(step, metric, len(trials), selected, best.data.metrics[metric] if best is not None else None,
-                    confirmation, tags.get(f"optuna_study.{step}"))
+                    confirmation, tags.get(f"optuna_study.{step}"),
+                    confirm_seeds=planned_confirm_seeds(store.sweep_spec, step))
     study = _load_study(tags.get("study_storage"), search.study_name, log)
     if study is not None:
         _study_figures(study, search, store, out_dir, log)
@@ -420,6 +429,10 @@ def render_search(search: Search) -> list[str]:
         few = f" (only {summary.n} seed(s): too few for a claim)" if summary.n < FEW_SEEDS else ""
         lines.append(f"**Confirmation on fresh seeds {sorted(search.confirmation.per_seed)}: test accuracy "
                      f"{summary.mean:.2f} %{interval}, n = {summary.n}{few}.** This is the number to quote.")
+    elif search.confirm_seeds:
+        lines.append(f"The confirmation on seeds {search.confirm_seeds} has not finished yet (a sweep still running, "
+                     f"or interrupted: `--resume` runs it). Until then, the selected trial's test accuracy "
+                     f"{search.selected.cell('accuracy')} % was measured on the seeds the search used.")
     else:
         lines.append("No confirmation run (`tune.confirm_seeds` is empty): the selected trial's test accuracy "
                      f"{search.selected.cell('accuracy')} % was measured on the seeds the search used.")

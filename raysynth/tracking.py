@@ -157,6 +157,14 @@ class Tracker:
     def finish(self, run_id: str, status: str = "FINISHED") -> None:
         self._call("closing a run", self.client.set_terminated, run_id, status)
 
+    def finish_with_children(self, experiment_id: str, run_id: str, status: str) -> None:
+        """Closes a run and its nested runs still open (a trial stopped by the scheduler leaves its seed
+        run open: the worker is stopped between two reports, with no chance to close it)."""
+        for child in self._call("searching runs", self.client.search_runs, [experiment_id],
+                                filter_string=f"tags.`{PARENT_TAG}` = '{run_id}' and attributes.status = 'RUNNING'"):
+            self.finish(child.info.run_id, status)
+        self.finish(run_id, status)
+
     def describe_experiment(self, experiment_id: str, text: str) -> None:
         """The experiment's description (MLflow shows it above the runs table)."""
         self._call("describing the experiment", self.client.set_experiment_tag, experiment_id, "mlflow.note.content", text)

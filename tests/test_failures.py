@@ -55,3 +55,16 @@ def test_a_checkpoint_is_read_back_but_one_carrying_a_pickled_object_is_refused(
     with pytest.raises(errors.RaysynthError, match="refusing the checkpoint"):
         TrialState.read(tmp_path)
     assert restored.step == 3 and not (tmp_path / "pwned").exists() and not (REPO / "pwned").exists()
+
+
+def test_a_trial_stopped_by_the_scheduler_closes_its_open_seed_runs(tmp_path):
+    from raysynth.tracking import Tracker
+
+    tracker = Tracker(f"sqlite:///{tmp_path}/m.db")
+    experiment = tracker.experiment_id("e")
+    trial = tracker.open_run(experiment, "t", name="trial", kind="trial", tags={})
+    seed = tracker.open_run(experiment, "t/0", name="seed 0", kind="seed", tags={}, parent_run_id=trial.info.run_id)
+    other = tracker.open_run(experiment, "u/0", name="seed 0", kind="seed", tags={})
+    tracker.finish_with_children(experiment, trial.info.run_id, "KILLED")
+    status = {run.info.run_id: run.info.status for run in tracker.client.search_runs([experiment])}
+    assert (status[trial.info.run_id], status[seed.info.run_id], status[other.info.run_id]) == ("KILLED", "KILLED", "RUNNING")

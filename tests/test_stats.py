@@ -91,3 +91,13 @@ def test_a_selected_trial_shows_only_the_parameters_it_sampled():
     affine = {"params.transform": "affine", "params.grid": "4", "params.fit.steps": "160"}
     diffeomorphic = {**affine, "params.transform": "diffeomorphic"}
     assert "grid" not in sampled_keys(affine, searched) and "grid" in sampled_keys(diffeomorphic, searched)
+
+
+def test_a_search_whose_confirmation_has_not_run_says_so_instead_of_claiming_none_is_planned():
+    from raysynth.report import Search, planned_confirm_seeds, render_search
+
+    space = {"tune": {"confirm_seeds": [1, 2, 3]}, "ablation": [{"name": "own", "set": {"tune.confirm_seeds": [7]}}]}
+    selected = Row("searched", "FINISHED", per_seed={0: {"accuracy": 70.0}}, params={"lr": "0.1"})
+    text = "\n".join(render_search(Search("searched", "val_accuracy", 4, selected, 71.0, None, None,
+                                          confirm_seeds=planned_confirm_seeds(space, "searched"))))
+    assert planned_confirm_seeds(space, "own") == [7] and "seeds [1, 2, 3] has not finished yet" in text

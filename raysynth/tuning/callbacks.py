@@ -66,7 +66,7 @@ class TrialEvents(Callback):
         run = tracker.find_run(self.context.experiment_id, trial_key(self.context.sweep_id, self.group, trial.trial_id))
         if run is not None and run.info.status == "RUNNING":
             tracker.set_tags(run.info.run_id, tags)
-            tracker.finish(run.info.run_id, status)
+            tracker.finish_with_children(self.context.experiment_id, run.info.run_id, status)
 
     def _progress(self, trials, ended) -> None:
         running = sum(1 for t in trials if t.status == "RUNNING" and t is not ended)  # `ended` is still RUNNING here
