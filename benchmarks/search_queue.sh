@@ -1,36 +1,49 @@
 #!/usr/bin/env bash
-# The issue-20 searches at the CPU budget (search_spaces/cpu/*.yaml), one after another, each to its end.
+# Long sweeps one after another, each to its end: the issue-20 searches at the CPU budget
+# (search_spaces/cpu/*.yaml) and the issue-19 re-measured tables (benchmarks/queue/*.args).
 # Start it from a separate clone, so the working tree never changes under a running sweep; starting it
-# again is safe: a finished search is skipped, an interrupted one continues with --resume.
+# again is safe: a finished entry is skipped, an interrupted one continues with --resume.
 #   git clone <repo> ../bench && cd ../bench && nohup bash benchmarks/search_queue.sh > queue.log 2>&1 &
 #   bash benchmarks/search_queue.sh expansive koopcon      # only these, in this order
+#   bash benchmarks/search_queue.sh remeasure_gan_comparison   # benchmarks/queue/<name>.args: sweep arguments
 #   bash benchmarks/search_queue.sh search_spaces/gan_comparison.yaml   # any space file, by path
-# When all have finished: python benchmarks/search_summary.py (JSON per method, the results table).
+# Entry names: a file benchmarks/queue/<name>.args (the space and its flags, `#` comments) or a CPU
+# search space search_spaces/cpu/<name>.yaml. When the searches have finished:
+# python benchmarks/search_summary.py <method> (JSON per method, the results table).
 set -u
 cd "$(dirname "$0")/.."
 RAYSYNTH=${RAYSYNTH:-raysynth}
 STATE=benchmarks/results/search_queue
 mkdir -p "$STATE"
 for entry in ${@:-learned_augmentation expansive koopcon dm scola eieg}; do
-  case "$entry" in  # a bare name is a CPU search space; a path is any space file
-    */*) space=$entry; name=$(echo "${entry%.yaml}" | tr / _) ;;
-    *) space=search_spaces/cpu/$entry.yaml; name=$entry ;;
+  case "$entry" in
+    */*) args=("$entry"); name=$(echo "${entry%.yaml}" | tr / _) ;;
+    *) name=$entry
+       if [ -e "benchmarks/queue/$name.args" ]; then  # shell words, quotes allowed, `#` to the end of a line
+         mapfile -t args < <(sed 's/#.*//' "benchmarks/queue/$name.args" | xargs printf '%s\n')
+       else
+         args=("search_spaces/cpu/$name.yaml")
+       fi ;;
   esac
+  if [ ! -e "${args[0]}" ]; then
+    echo "$(date -u +%FT%TZ) $name: no such space ${args[0]} (nor benchmarks/queue/$name.args)"
+    exit 2
+  fi
   if [ -e "$STATE/$name.done" ]; then
     echo "$(date -u +%FT%TZ) $name: finished before, skipped"
     continue
   fi
   log="$STATE/$name.log"
-  echo "$(date -u +%FT%TZ) $name: starting (log $log)"
+  echo "$(date -u +%FT%TZ) $name: starting: raysynth sweep ${args[*]} (log $log)"
   if [ -s "$log" ]; then  # an earlier attempt: continue its sweep; a sweep that never started runs anew
-    "$RAYSYNTH" sweep "$space" --resume >> "$log" 2>&1
+    "$RAYSYNTH" sweep "${args[@]}" --resume >> "$log" 2>&1
     status=$?
     if [ $status -ne 0 ] && tail -n 3 "$log" | grep -q "no interrupted sweep"; then
-      "$RAYSYNTH" sweep "$space" >> "$log" 2>&1
+      "$RAYSYNTH" sweep "${args[@]}" >> "$log" 2>&1
       status=$?
     fi
   else
-    "$RAYSYNTH" sweep "$space" > "$log" 2>&1
+    "$RAYSYNTH" sweep "${args[@]}" > "$log" 2>&1
     status=$?
   fi
   # 0: every trial finished; 1: finished with failed trials (recorded in MLflow); else interrupted or broken

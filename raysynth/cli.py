@@ -24,10 +24,15 @@ def _add_space_arguments(parser: argparse.ArgumentParser) -> None:
                         help="override a dotted key, e.g. --set evaluation.epochs=2 (repeatable)")
 
 
-def cmd_validate(args) -> int:
-    from raysynth.spec import load_spec
+def _add_only_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--only", action="append", default=[], metavar="STEP",
+                        help="only this ablation step (repeatable); default: the whole ladder")
 
-    spec = load_spec(args.space, args.assignments)
+
+def cmd_validate(args) -> int:
+    from raysynth.spec import load_spec, only_steps
+
+    spec = only_steps(load_spec(args.space, args.assignments), args.only)
     import yaml
 
     print(yaml.safe_dump(spec.to_data(), sort_keys=False).rstrip())
@@ -166,8 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_space_arguments(sweep)
     sweep.add_argument("--address", default=None, help="Ray address; `auto` on a cluster; default: local Ray")
     sweep.add_argument("--resume", action="store_true", help="continue the latest interrupted sweep of this experiment")
-    sweep.add_argument("--only", action="append", default=[], metavar="STEP",
-                       help="run only this ablation step (repeatable); default: the whole ladder")
+    _add_only_argument(sweep)
     sweep.add_argument("-v", "--verbose", action="store_true",
                        help="also show Ray's and Tune's own output, the workers' logs and every probe")
     sweep.set_defaults(handler=cmd_sweep)
@@ -180,6 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     validate = verbs.add_parser("validate", help="check a space file and print it resolved")
     _add_space_arguments(validate)
+    _add_only_argument(validate)
     validate.set_defaults(handler=cmd_validate)
 
     report = verbs.add_parser("report", help="ablation / search report from MLflow: paired differences with 95 %% CIs "

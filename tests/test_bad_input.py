@@ -73,6 +73,7 @@ CASES = [
     # messages
     ("unknown-step-key", lambda d: ["validate", space_file(d, base(ablation=[{"name": "a", "paramz": {}}]))], "valid keys here: name"),
     ("mode-union", lambda d: ["validate", QUICKSTART, "--set", "tune.mode=maximum"], "`tune.mode`"),
+    ("only-unknown-step", lambda d: ["validate", QUICKSTART, "--only", "classic_x11"], "did you mean `classic_x10`"),
     # checks that came too late
     ("inception-extra", lambda d: ["run", QUICKSTART, "--set", "evaluation.fid=inception"], "`evaluation.fid`"),
     ("cuda-here", lambda d: ["run", QUICKSTART, "--set", "device=cuda"], "`device`"),
