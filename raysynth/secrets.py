@@ -12,7 +12,8 @@ import re
 from contextlib import contextmanager
 from typing import Any, Iterator, Mapping
 
-SECRET_KEY = re.compile(r"(token|password|passwd|secret|credential|api_?key|access_?key|private_?key|signature|(^|[._])key$)", re.I)
+# `token` only at the end: `auth_token` is a credential, `rowwise_tokens` / `max_tokens` are hyperparameters
+SECRET_KEY = re.compile(r"(token$|password|passwd|secret|credential|api_?key|access_?key|private_?key|signature|(^|[._])key$)", re.I)
 REDACTED = "***"
 TRACKING_URI_ENV = "RAYSYNTH_TRACKING_URI"
 # userinfo of any URL in free text (log lines, exception messages)

@@ -172,9 +172,11 @@ def test_cluster_yaml_passes_rays_validation():
 def test_secret_looking_keys_are_redacted_in_params_and_yaml(tmp_path):
     tracker = Tracker(f"sqlite:///{tmp_path}/m.db")
     run = tracker.open_run(tracker.experiment_id("e"), "k", name="r", kind="trial", tags={})
-    tracker.log_params(run.info.run_id, {"tracking.password": "hunter2", "params.api_key": "abc", "params.keep": 3})
+    tracker.log_params(run.info.run_id, {"tracking.password": "hunter2", "params.api_key": "abc", "params.keep": 3,
+                                         "params.auth_token": "t", "params.attention.rowwise_tokens": "channels"})
     params = tracker.client.get_run(run.info.run_id).data.params
     saved = yaml.safe_dump(redact({"tracking": {"token": "t0k3n", "uri": "http://alice:S3cret@h:5000/?token=abc"},
                                    "tune": {"storage": "s3://bucket/x?secret_key=k3y"}}))
-    assert params == {"tracking.password": "***", "params.api_key": "***", "params.keep": "3"} and \
+    assert params == {"tracking.password": "***", "params.api_key": "***", "params.keep": "3", "params.auth_token": "***",
+                      "params.attention.rowwise_tokens": "channels"} and \
         not any(secret in saved for secret in ("t0k3n", "S3cret", "alice", "abc", "k3y")) and "h:5000" in saved
