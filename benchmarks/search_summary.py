@@ -18,7 +18,7 @@ from pathlib import Path
 
 import yaml
 
-from raysynth.report import short_number, write_report
+from raysynth.report import short_number, strict_json, write_report
 from raysynth.stats import summarize, t_interval
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -96,7 +96,7 @@ def main() -> None:
     summaries = []
     for name in args.methods:
         summary = summarize_method(name, args.tracking_uri)
-        (ROOT / "benchmarks" / "results" / f"search_{name}.json").write_text(json.dumps(summary, indent=2, default=float))
+        (ROOT / "benchmarks" / "results" / f"search_{name}.json").write_text(strict_json(summary))
         summaries.append(summary)
     print(markdown(summaries))
 

@@ -73,6 +73,22 @@ class Search:
     confirm_seeds: list[int] = field(default_factory=list)  # planned, whether run yet or not
 
 
+def strict_json(data) -> str:
+    """Indented JSON that strict parsers read: an undefined number (a p-value from too few seeds) is null."""
+    def clean(value):
+        if isinstance(value, dict):
+            return {key: clean(item) for key, item in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [clean(item) for item in value]
+        if isinstance(value, np.integer):
+            return int(value)
+        if isinstance(value, (float, np.floating)):
+            return float(value) if math.isfinite(value) else None
+        return value
+
+    return json.dumps(clean(data), indent=2, allow_nan=False)
+
+
 # --------------------------------------------------------------------------- loading
 
 @dataclass
@@ -577,14 +593,14 @@ def write_report(experiment: str, *, tracking_uri: str, out_dir: Path, sweep_id:
     markdown = "\n".join(lines).rstrip() + "\n"
     (out_dir / "report.md").write_text(markdown)
     write_csv(out_dir / "report.csv", rows)
-    (out_dir / "report.json").write_text(json.dumps({
+    (out_dir / "report.json").write_text(strict_json({
         "experiment": experiment, "sweeps": [s.data.tags["sweep_id"] for s in store.sweeps], "selection_metric": metric,
         "reference": reference if ladder else None, "rows": [_row_json(r) for r in rows],
         "searches": {step: {"selected": _row_json(s.selected) if s.selected else None, "selection_metric": s.metric,
                             "selected_value": s.selected_value, "trials": s.trials,
                             "confirmation": _row_json(s.confirmation) if s.confirmation else None,
                             "importances": s.importances, "importance_evaluator": s.evaluator, "pareto": s.pareto}
-                     for step, s in searches.items()}}, indent=2, default=float))
+                     for step, s in searches.items()}}))
     subtitle = " ".join(note[-2:])
     if ladder:
         plot_ladder(out_dir / "report.png", rows, reference, title, subtitle)

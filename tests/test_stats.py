@@ -101,3 +101,13 @@ def test_a_search_whose_confirmation_has_not_run_says_so_instead_of_claiming_non
     text = "\n".join(render_search(Search("searched", "val_accuracy", 4, selected, 71.0, None, None,
                                           confirm_seeds=planned_confirm_seeds(space, "searched"))))
     assert planned_confirm_seeds(space, "own") == [7] and "seeds [1, 2, 3] has not finished yet" in text
+
+
+def test_report_json_writes_an_undefined_p_value_as_null():
+    import json
+
+    from raysynth.report import strict_json
+
+    text = strict_json({"p_wilcoxon": math.nan, "p_t": np.float64(0.25), "n": np.int64(3), "ci95": (math.inf, 1.0)})
+    assert json.loads(text, parse_constant=lambda name: pytest.fail(f"{name} in strict JSON")) == \
+        {"p_wilcoxon": None, "p_t": 0.25, "n": 3, "ci95": [None, 1.0]}
