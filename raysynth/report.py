@@ -360,8 +360,7 @@ def _p(value: float) -> str:
     return "–" if math.isnan(value) else ("<0.001" if value < 0.001 else f"{value:.3f}")
 
 
-def _difference_cell(row: Row) -> str:
-    d = row.difference
+def _difference_cell(d: PairedDifference | None) -> str:
     if d is None:
         return "–"
     if d.n < 2:
@@ -409,10 +408,20 @@ REFERENCE_COLUMNS = {
 }
 
 
+def _own_baseline_difference(row: Row) -> PairedDifference | None:
+    """accuracy - baseline_accuracy over the row's seeds: each trial against the real-only set it trained on
+    the same seed (a condensed set against the few-shot set of its size, a Mix against its real images)."""
+    if not row.values("accuracy") or not row.values("baseline_accuracy"):
+        return None
+    return paired_difference(row.values("accuracy"), row.values("baseline_accuracy"))
+
+
 def render_ladder(rows: list[Row], reference: str | None) -> list[str]:
     extra = [metric for metric in REFERENCE_COLUMNS if any(row.values(metric) for row in rows)]
+    own = any(row.values("baseline_accuracy") for row in rows)
     header = ["step", "n", "accuracy (%)", "val accuracy (%)", "CAS (%)", "FID", "repeated (%)",
               *[REFERENCE_COLUMNS[metric][0] for metric in extra],
+              *(["real only (%)", "Δ vs real only [95 % CI]"] if own else []),
               f"Δ accuracy vs `{reference}` [95 % CI]", "p (t, Holm)", "p (Wilcoxon, Holm)", "status"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
@@ -420,14 +429,17 @@ def render_ladder(rows: list[Row], reference: str | None) -> list[str]:
         cells = [row.label + (f" ({row.note})" if row.note else ""), f"{n}" + (" (<3)" if 0 < n < FEW_SEEDS else ""),
                  row.cell("accuracy"), row.cell("val_accuracy"), row.cell("cas"), row.cell("fid"),
                  row.cell("repeated_accuracy"), *[row.cell(metric) for metric in extra],
-                 "reference" if row.label == reference else _difference_cell(row),
+                 *([row.cell("baseline_accuracy"), _difference_cell(_own_baseline_difference(row))] if own else []),
+                 "reference" if row.label == reference else _difference_cell(row.difference),
                  _p(row.p_holm), _p(row.p_wilcoxon_holm), row.status.lower()]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "Δ: the paired difference of test accuracy over the seeds both steps ran (the seed fixes the few-shot "
               "set), its 95 % t-interval; * marks an interval that excludes 0. p: paired t-test (Wilcoxon signed-rank "
               "from 6 seeds), Holm-adjusted across the ladder (the intervals are not adjusted). n < 3: too few seeds for "
               "a claim. repeated: the few-shot set repeated to the training set's size (equal SGD steps)."
-              + "".join(f" {REFERENCE_COLUMNS[metric][1]}." for metric in extra)]
+              + "".join(f" {REFERENCE_COLUMNS[metric][1]}." for metric in extra)
+              + (" real only: the real-only set each trial trained beside its own on the same seed (the few-shot "
+                 "set of the step's size); its Δ is paired over the row's seeds and not Holm-adjusted." if own else "")]
     return lines
 
 

@@ -111,3 +111,15 @@ def test_report_json_writes_an_undefined_p_value_as_null():
     text = strict_json({"p_wilcoxon": math.nan, "p_t": np.float64(0.25), "n": np.int64(3), "ci95": (math.inf, 1.0)})
     assert json.loads(text, parse_constant=lambda name: pytest.fail(f"{name} in strict JSON")) == \
         {"p_wilcoxon": None, "p_t": 0.25, "n": 3, "ci95": [None, 1.0]}
+
+
+def test_a_ladder_row_is_also_paired_with_its_own_real_only_set_when_it_logged_one():
+    from raysynth.report import render_ladder
+
+    # a condensed set at 50 per class beside a 1-per-class ladder reference: only its own real set is a fair pair
+    condensed = Row("dm_50", "FINISHED", per_seed={s: {"accuracy": a, "baseline_accuracy": b}
+                                                   for s, (a, b) in enumerate([(83.0, 81.5), (82.6, 81.0), (83.4, 82.2)])})
+    table = render_ladder([Row("random_1", "FINISHED", per_seed={s: {"accuracy": 48.0 + s} for s in range(3)}), condensed],
+                          "random_1")
+    d = paired_difference({0: 83.0, 1: 82.6, 2: 83.4}, {0: 81.5, 1: 81.0, 2: 82.2})
+    assert "Δ vs real only [95 % CI]" in table[0] and f"{d.mean:+.2f} [{d.low:+.2f}, {d.high:+.2f}]" in table[3]
