@@ -488,8 +488,18 @@ def render_trials(rows: list[Row], metric: str) -> list[str]:
     return lines
 
 
-def plot_ladder(path: Path, rows: list[Row], reference: str | None, title: str, subtitle: str) -> None:
-    """Left: test accuracy per step (mean ± sample std); right: paired differences with 95 % intervals."""
+def sizes_differ(sweep_spec: dict) -> bool:
+    """Whether the ladder's steps train on different numbers of real images per class (then a row is
+    compared with its own real-only set, not with a reference step of another size)."""
+    base = (sweep_spec.get("dataset") or {}).get("images_per_class")
+    return len({(step.get("set") or {}).get("dataset.images_per_class", base)
+                for step in sweep_spec.get("ablation") or []}) > 1
+
+
+def plot_ladder(path: Path, rows: list[Row], reference: str | None, title: str, subtitle: str,
+                own_baseline: bool = False) -> None:
+    """Left: test accuracy per step (mean ± sample std); right: paired differences with 95 % intervals,
+    against the reference step, or with ``own_baseline`` against each row's own real-only set."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -512,10 +522,11 @@ def plot_ladder(path: Path, rows: list[Row], reference: str | None, title: str, 
     left.set_ylim(0, 118)
     left.legend(loc="upper left", ncol=2, fontsize=7)
     left.set_title(title, fontsize=10)
-    compared = [r for r in shown if r.difference is not None and r.label != reference]
+    differences = {r.label: _own_baseline_difference(r) if own_baseline else r.difference for r in shown}
+    compared = [r for r in shown if differences[r.label] is not None and (own_baseline or r.label != reference)]
     y = np.arange(len(compared))[::-1]
     for yi, row in zip(y, compared):
-        d = row.difference
+        d = differences[row.label]
         color = "tab:green" if d.excludes_zero and d.mean > 0 else "tab:red" if d.excludes_zero else "tab:gray"
         if d.n > 1:
             right.errorbar(d.mean, yi, xerr=[[d.mean - d.low], [d.high - d.mean]], fmt="o", color=color, capsize=4)
@@ -524,7 +535,8 @@ def plot_ladder(path: Path, rows: list[Row], reference: str | None, title: str, 
         right.annotate(f"n={d.n}", (d.mean, yi), textcoords="offset points", xytext=(0, 7), ha="center", fontsize=7)
     right.axvline(0, color="black", lw=0.8)
     right.set_yticks(y, [r.label for r in compared])
-    right.set_xlabel(f"Δ test accuracy vs {reference} (points)")
+    right.set_xlabel("Δ test accuracy vs the row's own real-only set (points)" if own_baseline
+                     else f"Δ test accuracy vs {reference} (points)")
     right.set_title("paired differences over seeds, 95 % CI\n(green / red: the interval excludes 0)", fontsize=9)
     import textwrap
 
@@ -615,7 +627,8 @@ def write_report(experiment: str, *, tracking_uri: str, out_dir: Path, sweep_id:
                      for step, s in searches.items()}}))
     subtitle = " ".join(note[-2:])
     if ladder:
-        plot_ladder(out_dir / "report.png", rows, reference, title, subtitle)
+        own_baseline = sizes_differ(store.sweep_spec) and any(row.values("baseline_accuracy") for row in rows)
+        plot_ladder(out_dir / "report.png", rows, reference, title, subtitle, own_baseline)
     elif searches and next(iter(searches.values())).figures:
         import shutil
 

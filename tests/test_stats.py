@@ -123,3 +123,13 @@ def test_a_ladder_row_is_also_paired_with_its_own_real_only_set_when_it_logged_o
                           "random_1")
     d = paired_difference({0: 83.0, 1: 82.6, 2: 83.4}, {0: 81.5, 1: 81.0, 2: 82.2})
     assert "Δ vs real only [95 % CI]" in table[0] and f"{d.mean:+.2f} [{d.low:+.2f}, {d.high:+.2f}]" in table[3]
+
+
+def test_a_ladder_over_several_set_sizes_is_plotted_against_each_rows_own_real_set():
+    import yaml
+
+    from raysynth.report import sizes_differ
+
+    spaces = {name: yaml.safe_load((Path(__file__).parent.parent / "search_spaces" / name).read_text())
+              for name in ("condensation_table_cpu.yaml", "gan_comparison.yaml")}
+    assert sizes_differ(spaces["condensation_table_cpu.yaml"]) and not sizes_differ(spaces["gan_comparison.yaml"])
