@@ -238,10 +238,15 @@ def compare(rows: list[Row], reference: str | None, metric: str = "accuracy") ->
         row.p_holm, row.p_wilcoxon_holm = p_t, p_w
 
 
+def _ablation_entry(sweep_spec: dict, step: str) -> dict | None:
+    """The saved space's ablation entry named ``step`` (None for the base configuration)."""
+    return next((s for s in sweep_spec.get("ablation") or [] if s["name"] == step), None)
+
+
 def search_keys(sweep_spec: dict, step: str) -> dict[str, dict]:
     """The parameters a step searched, each with its `when:` condition ({} if none): the space's
     `search:` (same method) and the step's `set: search.*`."""
-    entry = next((s for s in sweep_spec.get("ablation") or [] if s["name"] == step), None)
+    entry = _ablation_entry(sweep_spec, step)
     same_method = entry is None or entry.get("method") in (None, sweep_spec["method"])
     searched = dict(sweep_spec.get("search") or {}) if same_method else {}
     searched.update({key.removeprefix("search."): value for key, value in (entry or {}).get("set", {}).items()
@@ -251,8 +256,7 @@ def search_keys(sweep_spec: dict, step: str) -> dict[str, dict]:
 
 def planned_confirm_seeds(sweep_spec: dict, step: str) -> list[int]:
     """The confirmation seeds a step's search is followed by: its own `set: tune.confirm_seeds`, else the space's."""
-    entry = next((s for s in sweep_spec.get("ablation") or [] if s["name"] == step), None)
-    own = (entry or {}).get("set", {}).get("tune.confirm_seeds")
+    own = (_ablation_entry(sweep_spec, step) or {}).get("set", {}).get("tune.confirm_seeds")
     return list(own if own is not None else (sweep_spec.get("tune") or {}).get("confirm_seeds") or [])
 
 

@@ -158,10 +158,9 @@ class Tracker:
         self._call("closing a run", self.client.set_terminated, run_id, status)
 
     def finish_with_children(self, experiment_id: str, run_id: str, status: str) -> None:
-        """Closes a run and its nested runs still open (a trial stopped by the scheduler leaves its seed
+        """Closes a trial run and its seed runs still open (a trial stopped by the scheduler leaves its seed
         run open: the worker is stopped between two reports, with no chance to close it)."""
-        for child in self._call("searching runs", self.client.search_runs, [experiment_id],
-                                filter_string=f"tags.`{PARENT_TAG}` = '{run_id}' and attributes.status = 'RUNNING'"):
+        for child in self.runs(experiment_id, "seed", f"tags.`{PARENT_TAG}` = '{run_id}' and attributes.status = 'RUNNING'"):
             self.finish(child.info.run_id, status)
         self.finish(run_id, status)
 
