@@ -2,7 +2,9 @@
 # Long sweeps one after another, each to its end: the issue-20 searches at the CPU budget
 # (search_spaces/cpu/*.yaml) and the issue-19 re-measured tables (benchmarks/queue/*.args).
 # Start it from a separate clone, so the working tree never changes under a running sweep; starting it
-# again is safe: a finished entry is skipped, an interrupted one continues with --resume.
+# again is safe: a finished entry is skipped, an interrupted one continues with --resume. Two queues
+# may run side by side from the same clone (e.g. one per free core, with `--set tune.max_concurrent=1`
+# in the entries): an entry another live queue is running is skipped (a lock folder per entry).
 #   git clone <repo> ../bench && cd ../bench && nohup bash benchmarks/search_queue.sh > queue.log 2>&1 &
 #   bash benchmarks/search_queue.sh expansive koopcon      # only these, in this order
 #   bash benchmarks/search_queue.sh remeasure_gan_comparison   # benchmarks/queue/<name>.args: sweep arguments
@@ -33,6 +35,16 @@ for entry in ${@:-learned_augmentation expansive koopcon dm scola eieg}; do
     echo "$(date -u +%FT%TZ) $name: finished before, skipped"
     continue
   fi
+  lock="$STATE/$name.lock"
+  if ! mkdir "$lock" 2>/dev/null; then
+    owner=$(cat "$lock/pid" 2>/dev/null)
+    if [ -n "$owner" ] && kill -0 "$owner" 2>/dev/null; then
+      echo "$(date -u +%FT%TZ) $name: running in another queue (pid $owner), skipped"
+      continue
+    fi
+    echo "$(date -u +%FT%TZ) $name: lock of a queue that no longer runs, taken over"
+  fi
+  echo $$ > "$lock/pid"
   log="$STATE/$name.log"
   echo "$(date -u +%FT%TZ) $name: starting: raysynth sweep ${args[*]} (log $log)"
   if [ -s "$log" ]; then  # an earlier attempt: continue its sweep; a sweep that never started runs anew
@@ -47,6 +59,7 @@ for entry in ${@:-learned_augmentation expansive koopcon dm scola eieg}; do
     status=$?
   fi
   # 0: every trial finished; 1: finished with failed trials (recorded in MLflow); else interrupted or broken
+  rm -rf "$lock"
   if [ $status -le 1 ]; then
     touch "$STATE/$name.done"
     echo "$(date -u +%FT%TZ) $name: finished (exit $status)"
