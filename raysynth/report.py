@@ -22,6 +22,7 @@ import numpy as np
 import yaml
 
 from raysynth.errors import RaysynthError
+from raysynth.metrics import PROBE_METRIC
 from raysynth.stats import FEW_SEEDS, PairedDifference, holm, paired_difference, summarize, t_interval
 from raysynth.tracking import Tracker
 
@@ -309,6 +310,25 @@ def _load_study(storage: str | None, name: str | None, log):
         return None
 
 
+def stopped_probes(study, last_probe: dict[str, float]) -> list[tuple[int, float]]:
+    """(Optuna trial number, last validation probe) of each trial ASHA stopped. Optuna records those
+    PRUNED without a value (the probe is not the searched metric), so its history plot leaves them out;
+    ``last_probe`` maps a Tune trial id to the probe its seed run logged last."""
+    import optuna
+
+    return [(t.number, last_probe[t.user_attrs["tune_trial_id"]]) for t in study.trials
+            if t.state == optuna.trial.TrialState.PRUNED and t.user_attrs.get("tune_trial_id") in last_probe]
+
+
+def _last_probes(store: Store) -> dict[str, float]:
+    """Tune trial id -> the mean over its seed runs of the last validation probe each logged."""
+    probes: dict[str, list[float]] = {}
+    for run in store.seeds:
+        if PROBE_METRIC in run.data.metrics:
+            probes.setdefault(run.data.tags.get("trial_id"), []).append(run.data.metrics[PROBE_METRIC])
+    return {trial: float(np.mean(values)) for trial, values in probes.items()}
+
+
 def _study_figures(study, search: Search, store: Store, out_dir: Path, log) -> None:
     """History, Pareto front and importances from the persisted study (Optuna's own plots)."""
     import matplotlib
@@ -339,6 +359,12 @@ def _study_figures(study, search: Search, store: Store, out_dir: Path, log) -> N
         target = (lambda t, i=index: t.values[i]) if len(metrics) > 1 else None
         axes = optuna_plots.plot_optimization_history(study, target=target, target_name=metric)
         axes.set_title(f"{search.step}: {metric} (validation) against trials")
+        stopped = stopped_probes(study, _last_probes(store)) if metric == "val_accuracy" else []
+        if stopped:  # the same metric at an earlier epoch: shown apart, never joined to the best-value line
+            numbers, probes = zip(*stopped)
+            axes.scatter(numbers, probes, marker="x", color="tab:grey", zorder=3,
+                         label=f"stopped by ASHA ({len(stopped)}): last {PROBE_METRIC}")
+            axes.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=3, fontsize=8)  # off the points
         save(axes, f"search_{safe}_history_{metric.replace('/', '_')}.png")
         values = [t.values[index] for t in complete]
         if max(values) - min(values) <= 1e-12:  # a constant objective: any importance would be an artifact

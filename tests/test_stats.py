@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from raysynth.report import Row, compare, sampled_keys, search_keys
+from raysynth.report import Row, compare, sampled_keys, search_keys, stopped_probes
 from raysynth.stats import holm, paired_difference, summarize
 
 # per-seed test accuracies of a 4-step ladder over 5 seeds
@@ -133,3 +133,16 @@ def test_a_ladder_over_several_set_sizes_is_plotted_against_each_rows_own_real_s
     spaces = {name: yaml.safe_load((Path(__file__).parent.parent / "search_spaces" / name).read_text())
               for name in ("condensation_table_cpu.yaml", "gan_comparison.yaml")}
     assert sizes_differ(spaces["condensation_table_cpu.yaml"]) and not sizes_differ(spaces["gan_comparison.yaml"])
+
+
+def test_the_search_history_shows_the_trials_asha_stopped_at_their_last_probe():
+    import optuna
+
+    study = optuna.create_study(direction="maximize")
+    for number, state in enumerate((optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED,
+                                    optuna.trial.TrialState.PRUNED)):
+        trial = study.ask()
+        trial.set_user_attr("tune_trial_id", f"t{number}")
+        study.tell(trial, 70.0 if state == optuna.trial.TrialState.COMPLETE else None, state=state)
+    # t2 was stopped before its first probe: nothing to show for it
+    assert stopped_probes(study, {"t0": 71.0, "t1": 42.5}) == [(1, 42.5)]
