@@ -9,7 +9,7 @@ import yaml
 from conftest import REPO
 from raysynth.errors import SpecError
 from raysynth.spec import Distribution, build_spec, load_spec, parse_set
-from raysynth.tuning.search import DefineByRun
+from raysynth.tuning.search import DefineByRun, RaysynthOptunaSearch
 
 BASE = {"experiment": "t", "method": "classic_augmentation", "dataset": {"name": "digits"}}
 
@@ -192,3 +192,20 @@ def test_a_missing_plugin_file_is_refused(tmp_path):
 def test_a_plugin_registers_a_method_the_space_can_name():
     spec = load_spec(REPO / "examples/noisy_copy.yaml")
     assert spec.method == "noisy_copy" and spec.params.copies == 4
+
+
+def test_a_trial_asha_stops_enters_the_study_with_its_validation_probes():
+    import optuna
+    from ray.tune.result import TRAINING_ITERATION
+
+    from raysynth.metrics import PROBE_METRIC
+
+    storage = optuna.storages.InMemoryStorage()
+    searcher = RaysynthOptunaSearch(space={"x": optuna.distributions.FloatDistribution(0, 1)}, metric="val_accuracy",
+                                    mode="max", study_name="s", storage=storage)
+    searcher.suggest("stopped")
+    searcher.on_trial_result("stopped", {"train/loss": 1.0, TRAINING_ITERATION: 1})  # not the objective: ignored
+    searcher.on_trial_result("stopped", {PROBE_METRIC: 61.5, TRAINING_ITERATION: 2})
+    searcher.on_trial_complete("stopped", {PROBE_METRIC: 61.5, TRAINING_ITERATION: 2})  # stopped: no val_accuracy
+    trial = optuna.load_study(study_name="s", storage=storage).trials[0]
+    assert trial.state == optuna.trial.TrialState.PRUNED and trial.intermediate_values == {2: 61.5}

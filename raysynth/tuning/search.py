@@ -9,6 +9,7 @@ from typing import Any, Mapping
 import optuna
 from ray.tune.search.optuna import OptunaSearch
 
+from raysynth.metrics import PROBE_METRIC
 from raysynth.spec import MISSING, Distribution, SweepSpec, lookup
 from raysynth.tuning.sweep import FAILURE
 
@@ -58,11 +59,16 @@ def make_sampler(spec: SweepSpec) -> optuna.samplers.BaseSampler:
 
 
 class RaysynthOptunaSearch(OptunaSearch):
-    """Ray's OptunaSearch, tolerant of intermediate results that do not carry the objective
-    (training losses, probe accuracies): those are not Optuna's intermediate values. Each Optuna trial
-    carries its Tune trial id (user attribute ``tune_trial_id``), which also tags its MLflow run."""
+    """Ray's OptunaSearch, tolerant of intermediate results that do not carry the objective (training
+    losses). Where the objective is ``val_accuracy``, the validation probes (the same accuracy at an
+    earlier classifier epoch) are Optuna's intermediate values: a trial ASHA stops then enters TPE
+    ranked by how far it got and what it scored, not tied with every other stopped trial as the worst.
+    Each Optuna trial carries its Tune trial id (user attribute ``tune_trial_id``), which also tags
+    its MLflow run."""
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
+        if self.metric == "val_accuracy" and PROBE_METRIC in result and self.metric not in result:
+            result = {**result, self.metric: result[PROBE_METRIC]}
         if isinstance(self.metric, str) and self.metric not in result:
             return
         super().on_trial_result(trial_id, result)
