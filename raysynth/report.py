@@ -41,6 +41,7 @@ class Row:
     error: str = ""
     note: str = ""  # e.g. "selected from 4 trials"
     difference: PairedDifference | None = None
+    other_size: bool = False  # trains on another number of real images per class than the reference step
     p_holm: float = math.nan
     p_wilcoxon_holm: float = math.nan
 
@@ -189,7 +190,7 @@ def ladder_rows(store: Store, builder: RowBuilder, searches: dict[str, Search]) 
         if trials:
             rows.append(builder.of_step(trials, step))
     reference = reference_step(store.sweep_spec)
-    compare(rows, reference)
+    compare(rows, reference, sizes=step_sizes(store.sweep_spec))
     flag_degenerate_fits(rows)
     return rows
 
@@ -225,12 +226,17 @@ def reference_step(sweep_spec: dict) -> str | None:
     return marked[0] if marked else (steps[0]["name"] if steps else None)
 
 
-def compare(rows: list[Row], reference: str | None, metric: str = "accuracy") -> None:
-    """Sets each row's paired difference to the reference row and the Holm-adjusted p-values."""
+def compare(rows: list[Row], reference: str | None, metric: str = "accuracy", sizes: dict[str, int] | None = None) -> None:
+    """Sets each row's paired difference to the reference row and the Holm-adjusted p-values. With
+    ``sizes`` (step -> real images per class), a row of another size than the reference is not compared
+    with it (an IPC-50 set against an IPC-1 one says nothing) and stays out of the Holm family."""
     base = next((r for r in rows if r.label == reference), None)
     if base is None:
         return
-    others = [r for r in rows if r is not base]
+    sizes = sizes or {}
+    for row in rows:
+        row.other_size = sizes.get(row.label, sizes.get(reference)) != sizes.get(reference)
+    others = [r for r in rows if r is not base and not r.other_size]
     for row in others:
         row.difference = paired_difference(row.values(metric), base.values(metric))
     adjusted_t = holm([r.difference.p_t if r.difference else math.nan for r in others])
@@ -460,7 +466,8 @@ def render_ladder(rows: list[Row], reference: str | None) -> list[str]:
                  row.cell("accuracy"), row.cell("val_accuracy"), row.cell("cas"), row.cell("fid"),
                  row.cell("repeated_accuracy"), *[row.cell(metric) for metric in extra],
                  *([row.cell("baseline_accuracy"), _difference_cell(_own_baseline_difference(row))] if own else []),
-                 "reference" if row.label == reference else _difference_cell(row.difference),
+                 "reference" if row.label == reference else "other set size" if row.other_size
+                 else _difference_cell(row.difference),
                  _p(row.p_holm), _p(row.p_wilcoxon_holm), row.status.lower()]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "Δ: the paired difference of test accuracy over the seeds both steps ran (the seed fixes the few-shot "
@@ -469,7 +476,9 @@ def render_ladder(rows: list[Row], reference: str | None) -> list[str]:
               "a claim. repeated: the few-shot set repeated to the training set's size (equal SGD steps)."
               + "".join(f" {REFERENCE_COLUMNS[metric][1]}." for metric in extra)
               + (" real only: the real-only set each trial trained beside its own on the same seed (the few-shot "
-                 "set of the step's size); its Δ is paired over the row's seeds and not Holm-adjusted." if own else "")]
+                 "set of the step's size); its Δ is paired over the row's seeds and not Holm-adjusted." if own else "")
+              + (" other set size: the row trains on another number of real images per class than the reference, "
+                 "so it is not compared with it (nor in its Holm family)." if any(r.other_size for r in rows) else "")]
     return lines
 
 
@@ -518,12 +527,17 @@ def render_trials(rows: list[Row], metric: str) -> list[str]:
     return lines
 
 
+def step_sizes(sweep_spec: dict) -> dict[str, int]:
+    """Each ladder step's number of real images per class (its `set:` or the space's)."""
+    base = (sweep_spec.get("dataset") or {}).get("images_per_class")
+    return {step["name"]: (step.get("set") or {}).get("dataset.images_per_class", base)
+            for step in sweep_spec.get("ablation") or []}
+
+
 def sizes_differ(sweep_spec: dict) -> bool:
     """Whether the ladder's steps train on different numbers of real images per class (then a row is
     compared with its own real-only set, not with a reference step of another size)."""
-    base = (sweep_spec.get("dataset") or {}).get("images_per_class")
-    return len({(step.get("set") or {}).get("dataset.images_per_class", base)
-                for step in sweep_spec.get("ablation") or []}) > 1
+    return len(set(step_sizes(sweep_spec).values())) > 1
 
 
 def plot_ladder(path: Path, rows: list[Row], reference: str | None, title: str, subtitle: str,
@@ -585,6 +599,8 @@ def _row_json(row: Row) -> dict:
         out["difference"] = {"metric": "accuracy", "seeds": list(d.seeds), "mean": d.mean, "ci95": [d.low, d.high],
                              "p_t": d.p_t, "p_t_holm": row.p_holm, "p_wilcoxon": d.p_wilcoxon,
                              "p_wilcoxon_holm": row.p_wilcoxon_holm}
+    if row.other_size:
+        out["not_compared"] = "other set size than the reference step"
     return out
 
 

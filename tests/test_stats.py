@@ -135,6 +135,13 @@ def test_a_ladder_over_several_set_sizes_is_plotted_against_each_rows_own_real_s
     assert sizes_differ(spaces["condensation_table_cpu.yaml"]) and not sizes_differ(spaces["gan_comparison.yaml"])
 
 
+def test_a_row_of_another_set_size_is_not_compared_with_the_reference_nor_in_its_holm_family():
+    rows = [Row(label, "FINISHED", per_seed={s: {"accuracy": base + slope * s} for s in range(3)})
+            for label, base, slope in (("random_1", 50.0, 3.0), ("dm_1", 65.0, 1.0), ("dm_50", 82.0, 0.5))]
+    compare(rows, "random_1", sizes={"random_1": 1, "dm_1": 1, "dm_50": 50})
+    alone = paired_difference(rows[1].values("accuracy"), rows[0].values("accuracy"))
+    assert rows[2].difference is None and rows[2].other_size and rows[1].p_holm == pytest.approx(alone.p_t)
+
 def test_the_search_history_shows_the_trials_asha_stopped_at_their_last_probe():
     import optuna
 
