@@ -257,3 +257,21 @@ def test_the_progress_line_counts_the_trials_a_resumed_sweep_finished_before():
     events.on_step_end(0, [before, new])
     events.on_trial_complete(1, [before, new], new)
     assert said[-1] == "[search] 2/3 trials done, 0 running, best val_accuracy 76.6 (before)"
+
+
+def test_a_long_trial_says_where_it_is_every_heartbeat():
+    from ray.tune.experiment import Trial
+
+    from raysynth.tuning.callbacks import HEARTBEAT_S, TrialEvents
+
+    said: list[str] = []
+    now = [0.0]
+    events = TrialEvents(None, "grid", "val_accuracy", "max", total=1, log=said.append, clock=lambda: now[0])
+    trial = Trial("__fake", trial_id="long", stub=True)
+    events.on_trial_start(0, [trial], trial)
+    for minute in range(1, 25):  # a fit reporting once a minute for 24 minutes
+        now[0] = 60.0 * minute
+        events.on_trial_result(minute, [trial], trial, {"seed": 0, "train/epoch": 20.0 * minute})
+    beats = [line for line in said if "running for" in line]
+    assert HEARTBEAT_S == 600 and beats == ["[grid] trial long running for 10 min: seed 0, fit epoch 200",
+                                           "[grid] trial long running for 20 min: seed 0, fit epoch 400"]

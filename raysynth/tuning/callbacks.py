@@ -14,15 +14,20 @@ from raysynth.tuning.sweep import FAILURE, failure_reason
 from raysynth.tuning.trainable import SweepContext, trial_key
 
 PENDING_NOTICE_S = 15  # a trial waiting longer than this is announced, with why
+HEARTBEAT_S = 600  # a running trial says where it is this often: a fit of hours is otherwise silent
 
 
 class TrialEvents(Callback):
-    """Trial started / probe (verbose) / finished / failed / stopped early, then ``k/N trials done``."""
+    """Trial started / probe (verbose) / still running (every ``HEARTBEAT_S``) / finished / failed /
+    stopped early, then ``k/N trials done``."""
 
     def __init__(self, context: SweepContext, group: str, metric: str, mode: str, total: int,
-                 log: Callable[[str], None], verbose: bool = False, waiting_for: str = "resources"):
+                 log: Callable[[str], None], verbose: bool = False, waiting_for: str = "resources",
+                 clock: Callable[[], float] = time.monotonic):
         self.context, self.group, self.metric, self.mode, self.total = context, group, metric, mode, total
-        self.log, self.verbose, self.waiting_for = log, verbose, waiting_for
+        self.log, self.verbose, self.waiting_for, self.clock = log, verbose, waiting_for, clock
+        self.started_at: dict[str, float] = {}
+        self.last_said: dict[str, float] = {}
         self.ended, self.failed, self.stopped = 0, 0, 0
         self.best: tuple[float, str] | None = None
         self.pending_since: dict[str, float] = {}
@@ -78,7 +83,7 @@ class TrialEvents(Callback):
 
     def on_step_end(self, iteration, trials, **info):
         self._count_restored(trials)
-        now = time.monotonic()
+        now = self.clock()
         for trial in trials:
             if trial.status != "PENDING":
                 self.pending_since.pop(trial.trial_id, None)
@@ -90,12 +95,25 @@ class TrialEvents(Callback):
 
     def on_trial_start(self, iteration, trials, trial, **info):
         self._count_restored(trials)
+        self.started_at[trial.trial_id] = self.last_said[trial.trial_id] = self.clock()
         self._say(f"trial {self._label(trial)} started")
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         if self.verbose and PROBE_METRIC in result:
             self._say(f"trial {trial.trial_id} probe {PROBE_METRIC} {result[PROBE_METRIC]:.2f} % at epoch "
                       f"{result.get(PROBE_TIME, 0):.0f}")
+        now = self.clock()
+        started = self.started_at.setdefault(trial.trial_id, now)
+        if now - self.last_said.setdefault(trial.trial_id, now) >= HEARTBEAT_S:
+            self.last_said[trial.trial_id] = now
+            where = [f"seed {result['seed']:.0f}"] if "seed" in result else []
+            if "train/epoch" in result:
+                where.append(f"fit epoch {result['train/epoch']:.0f}")
+            elif PROBE_TIME in result:
+                where.append(f"classifier epoch {result[PROBE_TIME]:.0f}")
+            step = (trial.config or {}).get("step")
+            self._say(f"trial {trial.trial_id}" + (f" [{step}]" if step else "") + f" running for {(now - started) / 60:.0f} min"
+                      + (f": {', '.join(where)}" if where else ""))
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         result = trial.last_result or {}
