@@ -218,15 +218,31 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        return args.handler(args)
+        code = args.handler(args)
     except RaysynthError as error:
         message = " ".join(str(error).split())
         print(f"raysynth {args.verb}: error: {message}", file=sys.stderr)
-        return 2
+        code = 2
     except KeyboardInterrupt:
         hint = "; continue it with the same command and --resume" if args.verb == "sweep" else ""
         print(f"raysynth {args.verb}: interrupted{hint}", file=sys.stderr)
-        return 130
+        code = 130
+    if argv is None and "ray" in sys.modules:  # the command line's own process, after Ray ran in it
+        _exit_without_teardown(code)
+    return code
+
+
+def _exit_without_teardown(code: int) -> None:
+    """Ends the process with ``code`` once everything is written, skipping the interpreter's teardown,
+    where Ray's core worker can crash (SIGSEGV, as after a sweep whose cluster lost a node; ray issue
+    34508): a finished sweep would otherwise exit -11 and a queue would take it for an interrupted one."""
+    import logging
+    import os
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    logging.shutdown()
+    os._exit(code)
 
 
 if __name__ == "__main__":
