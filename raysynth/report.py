@@ -120,10 +120,23 @@ def load(tracker: Tracker, experiment: str, sweep_id: str | None, all_sweeps: bo
     ids = {s.data.tags["sweep_id"] for s in included}
     trials = [r for r in tracker.runs(found.experiment_id, "trial") if r.data.tags.get("sweep_id") in ids]
     seeds = [r for r in tracker.runs(found.experiment_id, "seed") if r.data.tags.get("sweep_id") in ids]
+    specs = []
     with tempfile.TemporaryDirectory() as folder:
-        path = client.download_artifacts(included[-1].info.run_id, "sweep.yaml", folder)
-        sweep_spec = yaml.safe_load(Path(path).read_text())
-    return Store(tracker, found.experiment_id, included, trials, seeds, sweep_spec)
+        for index, sweep in enumerate(included):
+            path = client.download_artifacts(sweep.info.run_id, "sweep.yaml", str(Path(folder) / str(index)))
+            specs.append(yaml.safe_load(Path(path).read_text()))
+    return Store(tracker, found.experiment_id, included, trials, seeds, merged_spec(specs))
+
+
+def merged_spec(specs: list[dict]) -> dict:
+    """The newest sweep's spec, its ladder the union of every included sweep's steps (a sweep run with
+    `--only` saves only its own steps): in order of first appearance, oldest sweep first, each step as
+    the newest sweep that ran it defined it."""
+    steps: dict[str, dict] = {}
+    for spec in specs:
+        for step in spec.get("ablation") or []:
+            steps[step["name"]] = step  # dict order keeps the first appearance; the value is the newest
+    return {**specs[-1], "ablation": list(steps.values())} if steps else specs[-1]
 
 
 def _selection(sweep_spec: dict) -> tuple[str, str]:
@@ -579,7 +592,7 @@ def plot_ladder(path: Path, rows: list[Row], reference: str | None, title: str, 
         right.annotate(f"n={d.n}", (d.mean, yi), textcoords="offset points", xytext=(0, 7), ha="center", fontsize=7)
     right.axvline(0, color="black", lw=0.8)
     right.set_yticks(y, [r.label for r in compared])
-    right.set_xlabel("Δ test accuracy vs the row's own real-only set (points)" if own_baseline
+    right.set_xlabel("Δ test accuracy vs the row's own\nreal-only set (points)" if own_baseline
                      else f"Δ test accuracy vs {reference} (points)")
     right.set_title("paired differences over seeds, 95 % CI\n(green / red: the interval excludes 0)", fontsize=9)
     import textwrap
