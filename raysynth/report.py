@@ -440,11 +440,21 @@ def header_note(store: Store) -> list[str]:
              f"validation split; test metrics are reported, never used for a choice.",
              f"Budget: classifier {evaluation.get('classifier')} width {evaluation.get('width') or 'default'}, "
              f"{evaluation.get('epochs')} epochs, {evaluation.get('num_eval')} classifier(s) per set; method budget "
-             f"{spec.get('budget', {}).get('epochs')} epochs; seeds {spec['seeds']}."]
+             f"{spec.get('budget', {}).get('epochs')} epochs; seeds {spec['seeds']}." + budget_overrides(spec)]
     if any(s.data.tags.get("select_on_test") == "true" for s in store.sweeps):
         lines.insert(0, "**⚠ This sweep selected on the TEST set (`tune.select_on_test: true`): its test numbers are "
                         "optimistic and not to be quoted.**")
     return lines
+
+
+def budget_overrides(sweep_spec: dict) -> str:
+    """' Steps with their own budget: name (key value, ...); ...' for the steps whose `set:` changes a
+    `budget.*`, `evaluation.*` or `seeds` key (the line above them states the space's), else ''."""
+    own = [f"{step['name']} ({', '.join(f'{key} {value}' for key, value in overrides.items())})"
+           for step in sweep_spec.get("ablation") or []
+           if (overrides := {key: value for key, value in (step.get("set") or {}).items()
+                             if key.startswith(("budget.", "evaluation.")) or key == "seeds"})]
+    return f" Steps with their own budget: {'; '.join(own)}." if own else ""
 
 
 # reference sets a method may log beside its own (`Method.references`): a column, and its line under the
