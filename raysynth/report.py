@@ -224,6 +224,7 @@ def flag_degenerate_fits(rows: list[Row]) -> None:
                 flag = f"seed {seed}'s fit ended at loss {loss:.3g}, {loss / median:.1f}x its peers' median: a degenerate fit"
                 row.note = "; ".join(part for part in (row.note, flag) if part)
 
+
 def short_number(value: str) -> str:
     """A logged parameter value for a table cell: floats to 3 significant digits."""
     try:
@@ -263,20 +264,25 @@ def _ablation_entry(sweep_spec: dict, step: str) -> dict | None:
     return next((s for s in sweep_spec.get("ablation") or [] if s["name"] == step), None)
 
 
+def _step_set(entry: dict | None) -> dict:
+    """An ablation entry's `set:` overrides (dotted keys; {} for none or for the base configuration)."""
+    return (entry or {}).get("set") or {}
+
+
 def search_keys(sweep_spec: dict, step: str) -> dict[str, dict]:
     """The parameters a step searched, each with its `when:` condition ({} if none): the space's
     `search:` (same method) and the step's `set: search.*`."""
     entry = _ablation_entry(sweep_spec, step)
     same_method = entry is None or entry.get("method") in (None, sweep_spec["method"])
     searched = dict(sweep_spec.get("search") or {}) if same_method else {}
-    searched.update({key.removeprefix("search."): value for key, value in (entry or {}).get("set", {}).items()
+    searched.update({key.removeprefix("search."): value for key, value in _step_set(entry).items()
                      if key.startswith("search.")})
     return {key: (value.get("when") or {}) if isinstance(value, dict) else {} for key, value in searched.items()}
 
 
 def planned_confirm_seeds(sweep_spec: dict, step: str) -> list[int]:
     """The confirmation seeds a step's search is followed by: its own `set: tune.confirm_seeds`, else the space's."""
-    own = (_ablation_entry(sweep_spec, step) or {}).get("set", {}).get("tune.confirm_seeds")
+    own = _step_set(_ablation_entry(sweep_spec, step)).get("tune.confirm_seeds")
     return list(own if own is not None else (sweep_spec.get("tune") or {}).get("confirm_seeds") or [])
 
 
@@ -452,7 +458,7 @@ def budget_overrides(sweep_spec: dict) -> str:
     `budget.*`, `evaluation.*` or `seeds` key (the line above them states the space's), else ''."""
     own = [f"{step['name']} ({', '.join(f'{key} {value}' for key, value in overrides.items())})"
            for step in sweep_spec.get("ablation") or []
-           if (overrides := {key: value for key, value in (step.get("set") or {}).items()
+           if (overrides := {key: value for key, value in _step_set(step).items()
                              if key.startswith(("budget.", "evaluation.")) or key == "seeds"})]
     return f" Steps with their own budget: {'; '.join(own)}." if own else ""
 
@@ -553,7 +559,7 @@ def render_trials(rows: list[Row], metric: str) -> list[str]:
 def step_sizes(sweep_spec: dict) -> dict[str, int]:
     """Each ladder step's number of real images per class (its `set:` or the space's)."""
     base = (sweep_spec.get("dataset") or {}).get("images_per_class")
-    return {step["name"]: (step.get("set") or {}).get("dataset.images_per_class", base)
+    return {step["name"]: _step_set(step).get("dataset.images_per_class", base)
             for step in sweep_spec.get("ablation") or []}
 
 

@@ -142,6 +142,7 @@ def test_a_row_of_another_set_size_is_not_compared_with_the_reference_nor_in_its
     alone = paired_difference(rows[1].values("accuracy"), rows[0].values("accuracy"))
     assert rows[2].difference is None and rows[2].other_size and rows[1].p_holm == pytest.approx(alone.p_t)
 
+
 def test_all_sweeps_reports_the_union_of_the_steps_each_sweep_ran_with_only():
     from raysynth.report import merged_spec
 
@@ -150,12 +151,14 @@ def test_all_sweeps_reports_the_union_of_the_steps_each_sweep_ran_with_only():
     merged = merged_spec([first, later])
     assert merged["ablation"] == [{"name": "random_1"}, {"name": "dm_1", "params": {"lr": 2}}, {"name": "koopcon_1"}]
 
+
 def test_the_report_names_the_steps_that_run_at_their_own_budget():
     from raysynth.report import budget_overrides
 
     spec = {"ablation": [{"name": "dm_10"}, {"name": "dm_10_1000it", "set": {"budget.epochs": 1000}},
                          {"name": "dm_50", "set": {"dataset.images_per_class": 50}}]}
     assert budget_overrides(spec) == " Steps with their own budget: dm_10_1000it (budget.epochs 1000)."
+
 
 def test_the_search_history_shows_the_trials_asha_stopped_at_their_last_probe():
     import optuna
