@@ -315,7 +315,10 @@ def build_search(store: Store, builder: RowBuilder, step: str, log: Callable[[st
                     confirm_seeds=planned_confirm_seeds(store.sweep_spec, step))
     study = _load_study(tags.get("study_storage"), search.study_name, log)
     if study is not None:
-        _study_figures(study, search, store, out_dir, log)
+        import matplotlib
+
+        with matplotlib.rc_context():  # Optuna's plots switch matplotlib to its ggplot style; the ladder's keep theirs
+            _study_figures(study, search, store, out_dir, log)
     return search
 
 
