@@ -259,6 +259,30 @@ def test_the_progress_line_counts_the_trials_a_resumed_sweep_finished_before():
     assert said[-1] == "[search] 2/3 trials done, 0 running, best val_accuracy 76.6 (before)"
 
 
+def test_a_resumed_group_reports_through_the_resuming_commands_events(tmp_path):
+    """Tune pickles callbacks with the experiment; an interrupted sweep's TrialEvents from before an upgrade
+    (here: one without the heartbeat's clock) must not be what the resumed sweep calls."""
+    from ray import tune
+    from ray.tune.experiment import Trial
+
+    from raysynth.tuning.callbacks import TrialEvents
+    from raysynth.tuning.sweep import restore_tuner
+
+    def trainable(config):
+        return {"accuracy": 1.0}
+
+    old = TrialEvents(None, "grid", "accuracy", "max", total=1, log=print)
+    del old.clock
+    tune.Tuner(trainable, run_config=tune.RunConfig(name="grid", storage_path=str(tmp_path), callbacks=[old]))
+    said: list[str] = []
+    fresh = TrialEvents(None, "grid", "accuracy", "max", total=1, log=said.append)
+    callbacks = restore_tuner(str(tmp_path / "grid"), trainable, fresh)._local_tuner.get_run_config().callbacks
+    trial = Trial("__fake", trial_id="t", stub=True)
+    for callback in callbacks:
+        callback.on_trial_start(0, [trial], trial)
+    assert said == ["[grid] trial t started"]
+
+
 def test_a_long_trial_says_where_it_is_every_heartbeat():
     from ray.tune.experiment import Trial
 

@@ -343,9 +343,10 @@ def _run_group(spec: SweepSpec, group: TrialGroup, context, datasets, resume: bo
         {"cpu": resources.cpu, "gpu": resources.gpu, **resources.custom},
     )
     path = f"{storage}/{group.name}"
+    events = _events(spec, group, context, log, verbose)
     if resume and tune.Tuner.can_restore(path):
         log(f"[{group.name}] restoring from {path}")
-        tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=False, restart_errored=False)
+        tuner = restore_tuner(path, trainable, events)
     else:
         if spec.tune.scheduler.kind == "asha" and group.role == "search":
             # only a search's trials compete: a ladder's steps and a confirmation's seeds all run to the end
@@ -364,7 +365,6 @@ def _run_group(spec: SweepSpec, group: TrialGroup, context, datasets, resume: bo
             search_alg, num_samples = None, 1
         else:
             search_alg, param_space, num_samples = None, {"step": tune.grid_search(group.step_names)}, 1
-        events = _events(spec, group, context, log, verbose)
         tuner = tune.Tuner(
             trainable,
             param_space=param_space,
@@ -389,6 +389,19 @@ def _run_group(spec: SweepSpec, group: TrialGroup, context, datasets, resume: bo
         results.append({"group": group.name, "role": group.role, "step": config.pop("step", group.step_names[0]), "config": config,
                         "metrics": metrics, "error": error})
     return results
+
+
+def restore_tuner(path: str, trainable, events):
+    """The interrupted group's Tuner, reporting through ``events``: the resuming command's TrialEvents.
+    Tune pickles the callbacks with the experiment, so a restored one would be the interrupted sweep's
+    object under today's class (a resume after an upgrade then fails on an attribute its code never set)."""
+    from ray import tune
+
+    tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=False, restart_errored=False)
+    # Tune has no public way to replace restored callbacks (ray-project/ray#41364); the run config it
+    # returns is the one fit() will use
+    tuner._local_tuner.get_run_config().callbacks = [events]
+    return tuner
 
 
 def _events(spec: SweepSpec, group: TrialGroup, context, log, verbose: bool):
