@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from raysynth.errors import RaysynthError
+from raysynth.errors import RaysynthError, Terminated
 
 
 def _log(message: str) -> None:
@@ -211,6 +211,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+INTERNAL_ERROR = 3  # Python's own status for an uncaught exception is 1, which `sweep` uses for failed trials
+
+
 def main(argv: list[str] | None = None) -> int:
     import os
 
@@ -223,10 +226,16 @@ def main(argv: list[str] | None = None) -> int:
         message = " ".join(str(error).split())
         print(f"raysynth {args.verb}: error: {message}", file=sys.stderr)
         code = 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interrupt:
         hint = "; continue it with the same command and --resume" if args.verb == "sweep" else ""
-        print(f"raysynth {args.verb}: interrupted{hint}", file=sys.stderr)
-        code = 130
+        how, code = ("terminated (SIGTERM)", 143) if isinstance(interrupt, Terminated) else ("interrupted", 130)
+        print(f"raysynth {args.verb}: {how}{hint}", file=sys.stderr)
+    except Exception:  # a defect, not bad input: the traceback, and a status no script takes for "a trial failed" (1)
+        import traceback
+
+        traceback.print_exc()
+        print(f"raysynth {args.verb}: internal error (traceback above); please report it", file=sys.stderr)
+        code = INTERNAL_ERROR
     if argv is None and "ray" in sys.modules:  # the command line's own process, after Ray ran in it
         _exit_without_teardown(code)
     return code

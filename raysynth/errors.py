@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import difflib
+import signal
+import threading
 from typing import Iterable
 
 
@@ -39,6 +42,28 @@ class DatasetUnavailableError(RaysynthError):
 
 class NonFiniteLossError(RaysynthError):
     """A loss (a method's, or an evaluation classifier's), an output or a metric became NaN or infinite."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, a batch scheduler's preemption) during a sweep: it stops as on Ctrl-C, resumable."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated()
+
+
+@contextlib.contextmanager
+def terminate_as_interrupt():
+    """Within: SIGTERM raises :class:`Terminated`; after: the handler as before. Outside the main thread
+    (where Python cannot set handlers) it does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def did_you_mean(word: object, known: Iterable[str]) -> str:

@@ -43,6 +43,18 @@ def test_run_with_an_unavailable_dataset_exits_2_with_one_line(tmp_path):
     assert result.returncode == 2 and result.stderr.count("\n") == 1 and "cifar100" in result.stderr
 
 
+def test_a_defect_exits_3_with_its_traceback_not_1_as_for_failed_trials(monkeypatch, capsys):
+    """A queue reads 1 as "the sweep finished, some trials failed"; a crash of raysynth itself must not."""
+    import raysynth.cli as cli
+
+    def broken(args):
+        raise AttributeError("'TrialEvents' object has no attribute 'clock'")
+
+    monkeypatch.setattr(cli, "cmd_datasets", broken)
+    code = main(["datasets"])
+    assert code == cli.INTERNAL_ERROR == 3 and "Traceback" in capsys.readouterr().err
+
+
 HEAVY = ("torch", "numpy", "ot", "scipy.optimize", "ray", "mlflow")
 
 

@@ -169,10 +169,11 @@ class Holding(Method):
 """
 
 
-@pytest.mark.parametrize("interrupt", ["kill -9", "ctrl-c", "ctrl-c twice"])
+@pytest.mark.parametrize("interrupt", ["kill -9", "ctrl-c", "ctrl-c twice", "kill (SIGTERM)"])
 def test_an_interrupted_sweep_resumes_without_rerunning_or_duplicating(tmp_path, cache_dir, interrupt):
     """Ctrl-C (SIGINT to the process group, as a terminal sends it) ends the sweep with 130, tags it
     interrupted and closes its trials in flight; a second Ctrl-C during the shutdown leaves no process.
+    SIGTERM to the driver alone (`kill PID`, a batch scheduler's preemption) does the same, with 143.
     The first step finishes; the others wait on a file, so the interrupt always lands mid-sweep."""
     (tmp_path / "holding.py").write_text(HOLDING_PLUGIN)
     hold = tmp_path / "hold"
@@ -195,7 +196,10 @@ def test_an_interrupted_sweep_resumes_without_rerunning_or_duplicating(tmp_path,
         os.killpg(driver.pid, signal.SIGKILL)  # the driver and the local Ray it started
         driver.wait()
     else:
-        os.killpg(driver.pid, signal.SIGINT)
+        if interrupt == "kill (SIGTERM)":
+            os.kill(driver.pid, signal.SIGTERM)
+        else:
+            os.killpg(driver.pid, signal.SIGINT)
         if interrupt == "ctrl-c twice":
             time.sleep(0.5)
             os.killpg(driver.pid, signal.SIGINT)
@@ -204,7 +208,7 @@ def test_an_interrupted_sweep_resumes_without_rerunning_or_duplicating(tmp_path,
         left = subprocess.run(["pgrep", "-s", str(driver.pid)], capture_output=True, text=True).stdout.split()
         sweep_run, = runs(uri, "t", "sweep")
         in_flight = [r for r in runs(uri, "t", "trial") + runs(uri, "t", "seed") if r.info.status == "RUNNING"]
-        assert code == 130 and not left and sweep_run.data.tags.get("interrupted") == "true" and not in_flight, \
+        assert code == (143 if interrupt == "kill (SIGTERM)" else 130) and not left and sweep_run.data.tags.get("interrupted") == "true" and not in_flight, \
             (code, left, log.read_text()[-2000:])
     assert 1 <= len(finished_before) < len(steps), "the sweep must be interrupted mid-run"
     hold.unlink()  # the held steps finish at once when the sweep resumes

@@ -23,7 +23,7 @@ from typing import Callable
 
 import yaml
 
-from raysynth.errors import RaysynthError
+from raysynth.errors import RaysynthError, terminate_as_interrupt
 from raysynth.metrics import PROBE_METRIC, PROBE_TIME
 from raysynth.spec import SweepSpec, flatten
 from raysynth.secrets import TRACKING_URI_ENV, has_credentials, redact, redact_text, redact_uri
@@ -102,8 +102,9 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, resume: bool = Fal
     """Runs (or with ``resume`` continues) the sweep of ``spec`` and returns its trials' results, failures
     included. Without ``address`` it starts its own local Ray instance (never one found on the machine).
 
-    An interrupt (Ctrl-C) propagates as KeyboardInterrupt once the sweep run is tagged interrupted and
-    closed KILLED with its open trial runs, so ``--resume`` continues it."""
+    An interrupt (Ctrl-C; SIGTERM, as :class:`raysynth.errors.Terminated`) propagates as KeyboardInterrupt
+    once the sweep run is tagged interrupted and closed KILLED with its open trial runs, so ``--resume``
+    continues it."""
     from raysynth.runner import load_spec_dataset
 
     step_specs, groups = plan_groups(spec)
@@ -159,14 +160,17 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, resume: bool = Fal
     sweep_folder = _local_folder(spec, sweep_id)
     _init_ray(address, log, verbose, sweep_folder)
     try:
-        for group in groups:
-            results = _run_group(spec, group, context, datasets, resume, log, verbose)
-            outcome.results += results
-            confirmation = confirmation_group(group, results) if group.role == "search" else None
-            if confirmation is not None:
-                log(f"[{confirmation.name}] the selected configuration {confirmation.selected} on the confirmation "
-                    f"seeds {group.search_spec.tune.confirm_seeds}")
-                outcome.results += _run_group(spec, confirmation, context, datasets, resume, log, verbose)
+        # after ray.init, which installs its own SIGTERM handler (kill the node, exit 1, leave the runs RUNNING):
+        # `kill` or a scheduler's preemption stops the sweep as Ctrl-C does, resumable
+        with terminate_as_interrupt():
+            for group in groups:
+                results = _run_group(spec, group, context, datasets, resume, log, verbose)
+                outcome.results += results
+                confirmation = confirmation_group(group, results) if group.role == "search" else None
+                if confirmation is not None:
+                    log(f"[{confirmation.name}] the selected configuration {confirmation.selected} on the confirmation "
+                        f"seeds {group.search_spec.tune.confirm_seeds}")
+                    outcome.results += _run_group(spec, confirmation, context, datasets, resume, log, verbose)
     except BaseException as error:
         # Ray first: a trial still starting could otherwise open its run after the open runs were closed
         _shutdown_ray(address)
@@ -220,7 +224,7 @@ def _local_folder(spec: SweepSpec, sweep_id: str) -> Path | None:
 def _close_interrupted(tracker: Tracker, experiment_id: str, sweep_id: str, parent_run_id: str, error: BaseException) -> None:
     """An interrupted sweep: its run KILLED and tagged interrupted, the trial and seed runs in flight KILLED
     (``--resume`` reopens them). A second Ctrl-C while this runs is ignored: the closing must finish."""
-    with _sigint_ignored(), contextlib.suppress(Exception):  # the store may be what failed: the run stays resumable
+    with _stop_signals_ignored(), contextlib.suppress(Exception):  # the store may be what failed: the run stays resumable
         quick = replace(tracker, retry_seconds=5)
         quick.set_tags(parent_run_id, {"interrupted": "true", "interrupted_by": type(error).__name__})
         for kind in ("trial", "seed"):
@@ -230,13 +234,14 @@ def _close_interrupted(tracker: Tracker, experiment_id: str, sweep_id: str, pare
 
 
 @contextlib.contextmanager
-def _sigint_ignored():
-    """Within: Ctrl-C is ignored (closing runs, shutting Ray down must finish); after: as before."""
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+def _stop_signals_ignored():
+    """Within: Ctrl-C and SIGTERM are ignored (closing runs, shutting Ray down must finish); after: as before."""
+    previous = {number: signal.signal(number, signal.SIG_IGN) for number in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for number, handler in previous.items():
+            signal.signal(number, handler)
 
 
 def without_credentials(spec: SweepSpec) -> SweepSpec:
@@ -249,12 +254,12 @@ def without_credentials(spec: SweepSpec) -> SweepSpec:
 
 def _shutdown_ray(address: str | None) -> None:
     """Stops the local Ray instance this sweep started (all its processes) before the driver exits; a
-    second Ctrl-C during the shutdown is ignored so that nothing is left orphaned."""
+    second Ctrl-C (or SIGTERM) during the shutdown is ignored so that nothing is left orphaned."""
     import ray
 
     if not ray.is_initialized():
         return
-    with _sigint_ignored():
+    with _stop_signals_ignored():
         ray.shutdown()
 
 
