@@ -5,6 +5,7 @@
 # again is safe: a finished entry is skipped, an interrupted one continues with --resume. Two queues
 # may run side by side from the same clone (e.g. one per free core, with `--set tune.max_concurrent=1`
 # in the entries): an entry another live queue is running is skipped (a lock folder per entry).
+# `kill <queue pid>` stops the queue and its running sweep, which closes its runs and stays resumable.
 #   git clone <repo> ../bench && cd ../bench && nohup bash benchmarks/search_queue.sh > queue.log 2>&1 &
 #   bash benchmarks/search_queue.sh expansive koopcon      # only these, in this order
 #   bash benchmarks/search_queue.sh remeasure_gan_comparison   # benchmarks/queue/<name>.args: sweep arguments
@@ -17,6 +18,21 @@ cd "$(dirname "$0")/.."
 RAYSYNTH=${RAYSYNTH:-raysynth}
 STATE=benchmarks/results/search_queue
 mkdir -p "$STATE"
+
+# `kill <queue pid>` (or Ctrl-C) stops the running sweep as SIGTERM does (tagged interrupted, resumable) and
+# then the queue: bash runs no trap while it waits on a foreground child, so the sweep runs in the background
+sweep_pid=""
+trap 'if [ -n "$sweep_pid" ]; then kill -TERM "$sweep_pid" 2>/dev/null; fi' TERM INT
+sweep() {  # appends to $log; sets $status to the sweep's exit status
+  "$RAYSYNTH" sweep "$@" >> "$log" 2>&1 &
+  sweep_pid=$!
+  while :; do  # a trap interrupts `wait`: wait again until the sweep has closed its runs and exited
+    wait "$sweep_pid"
+    status=$?
+    kill -0 "$sweep_pid" 2>/dev/null || break
+  done
+  sweep_pid=""
+}
 for entry in ${@:-learned_augmentation expansive koopcon dm scola eieg}; do
   case "$entry" in
     */*) args=("$entry"); name=$(echo "${entry%.yaml}" | tr / _) ;;
@@ -48,15 +64,13 @@ for entry in ${@:-learned_augmentation expansive koopcon dm scola eieg}; do
   log="$STATE/$name.log"
   echo "$(date -u +%FT%TZ) $name: starting: raysynth sweep ${args[*]} (log $log)"
   if [ -s "$log" ]; then  # an earlier attempt: continue its sweep; a sweep that never started runs anew
-    "$RAYSYNTH" sweep "${args[@]}" --resume >> "$log" 2>&1
-    status=$?
+    sweep "${args[@]}" --resume
     if [ $status -ne 0 ] && tail -n 3 "$log" | grep -q "no interrupted sweep"; then
-      "$RAYSYNTH" sweep "${args[@]}" >> "$log" 2>&1
-      status=$?
+      sweep "${args[@]}"
     fi
   else
-    "$RAYSYNTH" sweep "${args[@]}" > "$log" 2>&1
-    status=$?
+    : > "$log"
+    sweep "${args[@]}"
   fi
   # 0: every trial finished; 1: finished with failed trials (recorded in MLflow); else interrupted or broken
   rm -rf "$lock"
