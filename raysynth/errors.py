@@ -48,10 +48,6 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM (``kill``, a batch scheduler's preemption) during a sweep: it stops as on Ctrl-C, resumable."""
 
 
-def _raise_terminated(signum, frame):
-    raise Terminated()
-
-
 @contextlib.contextmanager
 def terminate_as_interrupt():
     """Within: SIGTERM raises :class:`Terminated`; after: the handler as before. Outside the main thread
@@ -59,9 +55,21 @@ def terminate_as_interrupt():
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    received: list[int] = []
+
+    def stop(signum, frame):
+        received.append(signum)
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, stop)
     try:
         yield
+    except KeyboardInterrupt as interrupt:
+        if received and not isinstance(interrupt, Terminated):
+            # Ray's core turns any exception of a signal handler during a blocking call (ray.get, a wait)
+            # into a plain KeyboardInterrupt
+            raise Terminated() from interrupt
+        raise
     finally:
         signal.signal(signal.SIGTERM, previous)
 

@@ -287,6 +287,34 @@ def test_a_resumed_group_reports_through_the_resuming_commands_events(tmp_path):
     assert said == ["[grid] trial t started"]
 
 
+def test_sigterm_during_a_blocking_ray_call_still_reads_as_sigterm():
+    """Ray's core raises a plain KeyboardInterrupt when a signal handler fails inside ray.get: the sweep
+    must still exit 143 (terminated), not 130 (Ctrl-C)."""
+    import threading
+
+    import ray
+
+    from raysynth.errors import Terminated, terminate_as_interrupt
+
+    @ray.remote
+    def sleep():
+        time.sleep(120)
+
+    ray.init(address="local", num_cpus=1, include_dashboard=False, logging_level="ERROR")
+    try:
+        task = sleep.remote()
+        threading.Timer(2.0, os.kill, (os.getpid(), signal.SIGTERM)).start()
+        caught = None
+        try:  # not pytest.raises: a plain KeyboardInterrupt escaping it would end the whole test session
+            with terminate_as_interrupt():
+                ray.get(task, timeout=60)
+        except KeyboardInterrupt as interrupt:
+            caught = interrupt
+    finally:
+        ray.shutdown()
+    assert isinstance(caught, Terminated), repr(caught)
+
+
 def test_a_long_trial_says_where_it_is_every_heartbeat():
     from ray.tune.experiment import Trial
 
