@@ -28,6 +28,7 @@ class TrialEvents(Callback):
         self.log, self.verbose, self.waiting_for, self.clock = log, verbose, waiting_for, clock
         self.started_at: dict[str, float] = {}
         self.last_said: dict[str, float] = {}
+        self.position: dict[str, dict[str, float]] = {}  # per trial: its last reported seed and epoch
         self.ended, self.failed, self.stopped = 0, 0, 0
         self.best: tuple[float, str] | None = None
         self.pending_since: dict[str, float] = {}
@@ -102,18 +103,33 @@ class TrialEvents(Callback):
         if self.verbose and PROBE_METRIC in result:
             self._say(f"trial {trial.trial_id} probe {PROBE_METRIC} {result[PROBE_METRIC]:.2f} % at epoch "
                       f"{result.get(PROBE_TIME, 0):.0f}")
+        position = self._track(trial.trial_id, result)
         now = self.clock()
         started = self.started_at.setdefault(trial.trial_id, now)
         if now - self.last_said.setdefault(trial.trial_id, now) >= HEARTBEAT_S:
             self.last_said[trial.trial_id] = now
-            where = [f"seed {result['seed']:.0f}"] if "seed" in result else []
-            if "train/epoch" in result:
-                where.append(f"fit epoch {result['train/epoch']:.0f}")
-            elif PROBE_TIME in result:
-                where.append(f"classifier epoch {result[PROBE_TIME]:.0f}")
+            where = [f"seed {position['seed']:.0f}"] if "seed" in position else []
+            if "train/epoch" in position:
+                where.append(f"fit epoch {position['train/epoch']:.0f}")
+            elif PROBE_TIME in position:
+                where.append(f"classifier epoch {position[PROBE_TIME]:.0f}")
             step = (trial.config or {}).get("step")
             self._say(f"trial {trial.trial_id}" + (f" [{step}]" if step else "") + f" running for {(now - started) / 60:.0f} min"
                       + (f": {', '.join(where)}" if where else ""))
+
+    def _track(self, trial_id: str, result: dict) -> dict[str, float]:
+        """The trial's last known seed and epoch: a result may carry neither (a checkpoint's), and the
+        heartbeat must not then lose where the trial is."""
+        position = self.position.setdefault(trial_id, {})
+        if "seed" in result and result["seed"] != position.get("seed"):
+            position.clear()
+        for key, other in (("train/epoch", PROBE_TIME), (PROBE_TIME, "train/epoch")):  # the fit, then the classifier
+            if key in result:
+                position.pop(other, None)
+                position[key] = result[key]
+        if "seed" in result:
+            position["seed"] = result["seed"]
+        return position
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         result = trial.last_result or {}
