@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import difflib
-import signal
-import threading
 from typing import Iterable
 
 
@@ -46,32 +43,6 @@ class NonFiniteLossError(RaysynthError):
 
 class Terminated(KeyboardInterrupt):
     """SIGTERM (``kill``, a batch scheduler's preemption) during a sweep: it stops as on Ctrl-C, resumable."""
-
-
-@contextlib.contextmanager
-def terminate_as_interrupt():
-    """Within: SIGTERM raises :class:`Terminated`; after: the handler as before. Outside the main thread
-    (where Python cannot set handlers) it does nothing."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    received: list[int] = []
-
-    def stop(signum, frame):
-        received.append(signum)
-        raise Terminated()
-
-    previous = signal.signal(signal.SIGTERM, stop)
-    try:
-        yield
-    except KeyboardInterrupt as interrupt:
-        if received and not isinstance(interrupt, Terminated):
-            # Ray's core turns any exception of a signal handler during a blocking call (ray.get, a wait)
-            # into a plain KeyboardInterrupt
-            raise Terminated() from interrupt
-        raise
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def did_you_mean(word: object, known: Iterable[str]) -> str:

@@ -294,7 +294,8 @@ def test_sigterm_during_a_blocking_ray_call_still_reads_as_sigterm():
 
     import ray
 
-    from raysynth.errors import Terminated, terminate_as_interrupt
+    from raysynth.errors import Terminated
+    from raysynth.tuning.sweep import terminate_as_interrupt
 
     @ray.remote
     def sleep():

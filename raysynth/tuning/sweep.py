@@ -15,6 +15,7 @@ import logging
 import os
 import shutil
 import signal
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field, replace
@@ -23,7 +24,7 @@ from typing import Callable
 
 import yaml
 
-from raysynth.errors import RaysynthError, terminate_as_interrupt
+from raysynth.errors import RaysynthError, Terminated
 from raysynth.metrics import PROBE_METRIC, PROBE_TIME
 from raysynth.spec import SweepSpec, flatten
 from raysynth.secrets import TRACKING_URI_ENV, has_credentials, redact, redact_text, redact_uri
@@ -231,6 +232,32 @@ def _close_interrupted(tracker: Tracker, experiment_id: str, sweep_id: str, pare
             for run in quick.runs(experiment_id, kind, f"tags.sweep_id = '{sweep_id}' and attributes.status = 'RUNNING'"):
                 quick.finish(run.info.run_id, "KILLED")
         quick.finish(parent_run_id, "KILLED")
+
+
+@contextlib.contextmanager
+def terminate_as_interrupt():
+    """Within: SIGTERM raises :class:`Terminated`; after: the handler as before. Outside the main thread
+    (where Python cannot set handlers) it does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+
+    def stop(signum, frame):
+        received.append(signum)
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    except KeyboardInterrupt as interrupt:
+        if received and not isinstance(interrupt, Terminated):
+            # Ray's core turns any exception of a signal handler during a blocking call (ray.get, a wait)
+            # into a plain KeyboardInterrupt
+            raise Terminated() from interrupt
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @contextlib.contextmanager
