@@ -52,6 +52,10 @@ METRICS: dict[str, Metric] = {m.name: m for m in [
 # what ASHA compares while classifiers train
 PROBE_METRIC = "probe/val_accuracy"
 PROBE_TIME = "probe/epoch"
+# where an evaluation's classifiers are (reported with every probe and five times per classifier): without
+# them a trial is silent, its heartbeat stuck at the fit's last epoch, for the hours its classifiers train
+EVALUATION_EPOCH = "eval/epoch"
+EVALUATION_CLASSIFIER = "eval/classifier"
 
 
 def selection_metrics() -> list[str]:

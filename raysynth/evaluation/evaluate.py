@@ -24,7 +24,7 @@ from raysynth.evaluation.fid import FID_BACKENDS, FidContext, fid_between
 from raysynth.evaluation.augment import policy_for
 from raysynth.evaluation.protocol import classifier_key, test_accuracy, train_classifier
 from raysynth.methods.base import Intent, SyntheticSet
-from raysynth.metrics import METRICS, PROBE_METRIC, PROBE_TIME
+from raysynth.metrics import EVALUATION_CLASSIFIER, EVALUATION_EPOCH, METRICS, PROBE_METRIC, PROBE_TIME
 from raysynth.spec.schema import EvaluationSpec
 
 MetricsCallback = Callable[[dict[str, float]], None]
@@ -139,11 +139,15 @@ class Evaluator:
         probe_every = self.probe_every
 
         def on_epoch(epoch: int, loss: float, model) -> None:
+            progress = {}
             if epoch % log_every == 0 or epoch == epochs:
                 self.log(f"[eval {name}] classifier {index + 1}/{self.settings.num_eval} epoch {epoch}/{epochs} loss {loss:.4f}")
+                progress = {EVALUATION_EPOCH: epoch, EVALUATION_CLASSIFIER: index + 1}
             if probe and probe_every and (epoch % probe_every == 0 or epoch == epochs):
                 accuracy = 100.0 * test_accuracy(model, *self.split.validation, self.device)
-                self.on_metrics({PROBE_METRIC: accuracy, PROBE_TIME: epoch})
+                progress = {PROBE_METRIC: accuracy, PROBE_TIME: epoch, EVALUATION_EPOCH: epoch, EVALUATION_CLASSIFIER: index + 1}
+            if progress:
+                self.on_metrics(progress)
 
         return on_epoch
 

@@ -9,12 +9,14 @@ from typing import Callable
 
 from ray.tune import Callback
 
-from raysynth.metrics import PROBE_METRIC, PROBE_TIME
+from raysynth.metrics import EVALUATION_CLASSIFIER, EVALUATION_EPOCH, PROBE_METRIC, PROBE_TIME
 from raysynth.tuning.sweep import FAILURE, failure_reason
 from raysynth.tuning.trainable import SweepContext, trial_key
 
 PENDING_NOTICE_S = 15  # a trial waiting longer than this is announced, with why
 HEARTBEAT_S = 600  # a running trial says where it is this often: a fit of hours is otherwise silent
+FIT_POSITION = ("train/epoch",)
+CLASSIFIER_POSITION = (EVALUATION_EPOCH, EVALUATION_CLASSIFIER)
 
 
 class TrialEvents(Callback):
@@ -111,8 +113,8 @@ class TrialEvents(Callback):
             where = [f"seed {position['seed']:.0f}"] if "seed" in position else []
             if "train/epoch" in position:
                 where.append(f"fit epoch {position['train/epoch']:.0f}")
-            elif PROBE_TIME in position:
-                where.append(f"classifier epoch {position[PROBE_TIME]:.0f}")
+            elif EVALUATION_EPOCH in position:
+                where.append(f"evaluation classifier {position[EVALUATION_CLASSIFIER]:.0f} epoch {position[EVALUATION_EPOCH]:.0f}")
             step = (trial.config or {}).get("step")
             self._say(f"trial {trial.trial_id}" + (f" [{step}]" if step else "") + f" running for {(now - started) / 60:.0f} min"
                       + (f": {', '.join(where)}" if where else ""))
@@ -123,10 +125,11 @@ class TrialEvents(Callback):
         position = self.position.setdefault(trial_id, {})
         if "seed" in result and result["seed"] != position.get("seed"):
             position.clear()
-        for key, other in (("train/epoch", PROBE_TIME), (PROBE_TIME, "train/epoch")):  # the fit, then the classifier
-            if key in result:
-                position.pop(other, None)
-                position[key] = result[key]
+        for now, before in ((FIT_POSITION, CLASSIFIER_POSITION), (CLASSIFIER_POSITION, FIT_POSITION)):  # fit, then classifiers
+            if all(key in result for key in now):
+                for key in before:
+                    position.pop(key, None)
+                position.update({key: result[key] for key in now})
         if "seed" in result:
             position["seed"] = result["seed"]
         return position
