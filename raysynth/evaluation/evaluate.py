@@ -142,12 +142,12 @@ class Evaluator:
             progress = {}
             if epoch % log_every == 0 or epoch == epochs:
                 self.log(f"[eval {name}] classifier {index + 1}/{self.settings.num_eval} epoch {epoch}/{epochs} loss {loss:.4f}")
-                progress = {EVALUATION_EPOCH: epoch, EVALUATION_CLASSIFIER: index + 1}
+                progress[EVALUATION_EPOCH] = epoch
             if probe and probe_every and (epoch % probe_every == 0 or epoch == epochs):
-                accuracy = 100.0 * test_accuracy(model, *self.split.validation, self.device)
-                progress = {PROBE_METRIC: accuracy, PROBE_TIME: epoch, EVALUATION_EPOCH: epoch, EVALUATION_CLASSIFIER: index + 1}
+                progress.update({PROBE_METRIC: 100.0 * test_accuracy(model, *self.split.validation, self.device),
+                                 PROBE_TIME: epoch, EVALUATION_EPOCH: epoch})
             if progress:
-                self.on_metrics(progress)
+                self.on_metrics({**progress, EVALUATION_CLASSIFIER: index + 1})
 
         return on_epoch
 
