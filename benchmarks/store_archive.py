@@ -1,0 +1,90 @@
+"""Pack a benchmark store (its SQLite files, e.g. mlflow.db and optuna.db, and mlartifacts/) into one committed file, and restore it
+anywhere, so `raysynth report --all-sweeps` reproduces a table after the machine that ran it is gone.
+
+A SQLite store records absolute paths (each run's artifact location, the Optuna storage in a sweep's
+`study_storage` tag); restoring rewrites the packed store's folder to the new one in every text column.
+    python benchmarks/store_archive.py pack /work/bench --out benchmarks/stores/2026-11-26.tar.xz
+    python benchmarks/store_archive.py restore benchmarks/stores/2026-11-26.tar.xz --into /tmp/store
+    raysynth report --tracking-uri sqlite:////tmp/store/mlflow.db --experiment search_koopcon --all-sweeps
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sqlite3
+import sys
+import tarfile
+import tempfile
+from pathlib import Path
+
+MANIFEST = "store.json"
+ARTIFACTS = "mlartifacts"
+
+
+def pack(store: Path, out: Path) -> None:
+    """Archive the store's databases (consistent copies, taken while sweeps may write) and artifacts."""
+    store = store.resolve()
+    databases = sorted(path.name for path in store.glob("*.db"))
+    if not databases:
+        raise SystemExit(f"{store}: no *.db here; name the folder that holds the benchmark store")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as folder, tarfile.open(out, "w:xz") as archive:
+        for name in databases:
+            copy = Path(folder) / name
+            with sqlite3.connect(store / name) as source, sqlite3.connect(copy) as target:
+                source.backup(target)  # the online backup API: a consistent copy, even mid-write
+            with sqlite3.connect(copy) as target:
+                target.execute("VACUUM")
+            archive.add(copy, name)
+        if (store / ARTIFACTS).exists():
+            archive.add(store / ARTIFACTS, ARTIFACTS)
+        manifest = Path(folder) / MANIFEST
+        manifest.write_text(json.dumps({"root": str(store), "databases": databases}))
+        archive.add(manifest, MANIFEST)
+
+
+def restore(archive_path: Path, into: Path) -> None:
+    """Unpack into an empty (or new) folder and point every stored path at it."""
+    into = into.resolve()
+    if into.exists() and any(into.iterdir()):
+        raise SystemExit(f"--into {into}: not empty; restore into a new folder")
+    into.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(archive_path) as archive:
+        archive.extractall(into, filter="data")
+    manifest = json.loads((into / MANIFEST).read_text())
+    for name in manifest["databases"]:
+        _replace_prefix(into / name, manifest["root"], str(into))
+
+
+def _replace_prefix(database: Path, old: str, new: str) -> None:
+    with sqlite3.connect(database) as connection:
+        tables = [row[0] for row in connection.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")]
+        for table in tables:
+            for column in connection.execute(f'PRAGMA table_info("{table}")').fetchall():
+                name, kind = column[1], (column[2] or "").upper()
+                if any(text in kind for text in ("CHAR", "TEXT", "CLOB")):
+                    connection.execute(f'UPDATE "{table}" SET "{name}" = REPLACE("{name}", ?, ?) '
+                                       f'WHERE "{name}" LIKE ?', (old, new, f"%{old}%"))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    verbs = parser.add_subparsers(dest="verb", required=True)
+    packing = verbs.add_parser("pack", help="archive a store folder")
+    packing.add_argument("store", type=Path)
+    packing.add_argument("--out", type=Path, required=True)
+    restoring = verbs.add_parser("restore", help="unpack an archive into a new folder")
+    restoring.add_argument("archive", type=Path)
+    restoring.add_argument("--into", type=Path, required=True)
+    args = parser.parse_args(argv)
+    if args.verb == "pack":
+        pack(args.store, args.out)
+        print(f"{args.out}: {args.out.stat().st_size / 1e6:.1f} MB")
+    else:
+        restore(args.archive, args.into)
+        print(f"restored into {args.into.resolve()}: --tracking-uri sqlite:///{args.into.resolve()}/<its tracking .db>")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
