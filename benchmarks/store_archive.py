@@ -26,7 +26,7 @@ def pack(store: Path, out: Path) -> None:
     store = store.resolve()
     databases = sorted(path.name for path in store.glob("*.db"))
     if not databases:
-        raise SystemExit(f"{store}: no *.db here; name the folder that holds the benchmark store")
+        _bad_input(f"{store}: no *.db here; name the folder that holds the benchmark store")
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as folder, tarfile.open(out, "w:xz") as archive:
         for name in databases:
@@ -47,13 +47,18 @@ def restore(archive_path: Path, into: Path) -> None:
     """Unpack into an empty (or new) folder and point every stored path at it."""
     into = into.resolve()
     if into.exists() and any(into.iterdir()):
-        raise SystemExit(f"--into {into}: not empty; restore into a new folder")
+        _bad_input(f"--into {into}: not empty; restore into a new folder")
     into.mkdir(parents=True, exist_ok=True)
     with tarfile.open(archive_path) as archive:
         archive.extractall(into, filter="data")
     manifest = json.loads((into / MANIFEST).read_text())
     for name in manifest["databases"]:
         _replace_prefix(into / name, manifest["root"], str(into))
+
+
+def _bad_input(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(2)
 
 
 def _replace_prefix(database: Path, old: str, new: str) -> None:
