@@ -1,4 +1,4 @@
-"""Pack a benchmark store (its SQLite files, e.g. mlflow.db and optuna.db, and mlartifacts/) into one committed file, and restore it
+"""Pack a benchmark store (its SQLite files, e.g. mlflow.db and optuna.db, and mlartifacts/ but its images) into one committed file, and restore it
 anywhere, so `raysynth report --all-sweeps` reproduces a table after the machine that ran it is gone.
 
 A SQLite store records absolute paths (each run's artifact location, the Optuna storage in a sweep's
@@ -36,8 +36,8 @@ def pack(store: Path, out: Path) -> None:
             with sqlite3.connect(copy) as target:
                 target.execute("VACUUM")
             archive.add(copy, name)
-        if (store / ARTIFACTS).exists():
-            archive.add(store / ARTIFACTS, ARTIFACTS)
+        if (store / ARTIFACTS).exists():  # the report needs the sweep files, not the sample grids (most of the bytes)
+            archive.add(store / ARTIFACTS, ARTIFACTS, filter=lambda entry: None if entry.name.endswith(".png") else entry)
         manifest = Path(folder) / MANIFEST
         manifest.write_text(json.dumps({"root": str(store), "databases": databases}))
         archive.add(manifest, MANIFEST)
