@@ -340,8 +340,9 @@ def _load_study(storage: str | None, name: str | None, log):
 
 def stopped_probes(study, last_probe: dict[str, float]) -> list[tuple[int, float]]:
     """(Optuna trial number, last validation probe) of each trial ASHA stopped. Optuna records those
-    PRUNED without a value (the probe is not the searched metric), so its history plot leaves them out;
-    ``last_probe`` maps a Tune trial id to the probe its seed run logged last."""
+    PRUNED, holding at most the probe before the last (Tune stops a trial on a result it does not pass
+    to the searcher), and its history plot leaves them out; ``last_probe`` maps a Tune trial id to the
+    probe its seed run logged last."""
     import optuna
 
     return [(t.number, last_probe[t.user_attrs["tune_trial_id"]]) for t in study.trials
