@@ -76,7 +76,8 @@ def test_set_coerces_values():
         "seeds": [0, 1], "evaluation.lr": 1e-3, "dataset.name": "digits"}
 
 
-@pytest.mark.parametrize("path", sorted((REPO / "search_spaces").glob("*.yaml")), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", sorted((REPO / "search_spaces").rglob("*.yaml")),
+                         ids=lambda p: str(p.relative_to(REPO / "search_spaces")))  # cpu/ too: the benchmark searches
 def test_every_shipped_space_validates(path, tmp_path):
     spec = load_spec(path, environ={}, cwd=tmp_path)
     assert spec.experiment
