@@ -12,7 +12,7 @@
 #   bash benchmarks/search_queue.sh search_spaces/gan_comparison.yaml   # any space file, by path
 # Entry names: a file benchmarks/queue/<name>.args (the space and its flags, `#` comments) or a CPU
 # search space search_spaces/cpu/<name>.yaml. When the searches have finished:
-# python benchmarks/search_summary.py <method> (JSON per method, the results table).
+# python benchmarks/search_summary.py <method> (JSON per method, the results table), then --overview.
 set -u
 cd "$(dirname "$0")/.."
 RAYSYNTH=${RAYSYNTH:-raysynth}

@@ -600,27 +600,34 @@ def plot_ladder(path: Path, rows: list[Row], reference: str | None, title: str, 
     left.legend(loc="upper left", ncol=2, fontsize=7)
     left.set_title(title, fontsize=10)
     differences = {r.label: _own_baseline_difference(r) if own_baseline else r.difference for r in shown}
-    compared = [r for r in shown if differences[r.label] is not None and (own_baseline or r.label != reference)]
-    y = np.arange(len(compared))[::-1]
-    for yi, row in zip(y, compared):
-        d = differences[row.label]
-        color = "tab:green" if d.excludes_zero and d.mean > 0 else "tab:red" if d.excludes_zero else "tab:gray"
-        if d.n > 1:
-            right.errorbar(d.mean, yi, xerr=[[d.mean - d.low], [d.high - d.mean]], fmt="o", color=color, capsize=4)
-        else:
-            right.plot(d.mean, yi, "o", color=color, mfc="none")
-        right.annotate(f"n={d.n}", (d.mean, yi), textcoords="offset points", xytext=(0, 7), ha="center", fontsize=7)
-    right.axvline(0, color="black", lw=0.8)
-    right.set_yticks(y, [r.label for r in compared])
-    right.set_xlabel("Δ test accuracy vs the row's own\nreal-only set (points)" if own_baseline
+    plot_differences(right, [(r.label, differences[r.label]) for r in shown
+                             if differences[r.label] is not None and (own_baseline or r.label != reference)],
+                     "Δ test accuracy vs the row's own\nreal-only set (points)" if own_baseline
                      else f"Δ test accuracy vs {reference} (points)")
-    right.set_title("paired differences over seeds, 95 % CI\n(green / red: the interval excludes 0)", fontsize=9)
     import textwrap
 
     figure.text(0.01, 0.01, textwrap.fill(subtitle, 170), fontsize=7, va="bottom")
     figure.tight_layout(rect=(0, 0.09, 1, 1))
     figure.savefig(path, dpi=120)
     plt.close(figure)
+
+
+def plot_differences(axis, labelled: list[tuple[str, PairedDifference]], xlabel: str) -> None:
+    """A forest plot on ``axis``: each paired difference with its 95 % interval, top to bottom in order,
+    green / red where the interval excludes 0 above / below it, an open marker for a single seed."""
+    y = np.arange(len(labelled))[::-1]
+    for yi, (_, d) in zip(y, labelled):
+        color = "tab:green" if d.excludes_zero and d.mean > 0 else "tab:red" if d.excludes_zero else "tab:gray"
+        if d.n > 1:
+            axis.errorbar(d.mean, yi, xerr=[[d.mean - d.low], [d.high - d.mean]], fmt="o", color=color, capsize=4)
+        else:
+            axis.plot(d.mean, yi, "o", color=color, mfc="none")
+        axis.annotate(f"n={d.n}", (d.mean, yi), textcoords="offset points", xytext=(0, 7), ha="center", fontsize=7)
+    axis.axvline(0, color="black", lw=0.8)
+    axis.margins(y=0.15)  # room for the top row's n= label
+    axis.set_yticks(y, [label for label, _ in labelled])
+    axis.set_xlabel(xlabel)
+    axis.set_title("paired differences over seeds, 95 % CI\n(green / red: the interval excludes 0)", fontsize=9)
 
 
 def _row_json(row: Row) -> dict:
