@@ -161,6 +161,24 @@ def test_a_restarting_tracking_server_loses_no_trial_and_no_metric(tmp_path, mlf
                                     for t in trials)
 
 
+def test_a_trials_curves_reach_the_tracking_store_whole_in_one_request_per_flush_interval(tmp_path):
+    """Reports made within FLUSH_INTERVAL_S of the last send wait in the buffer and go together, each with
+    its own step, with the next validation probe: an authenticating server hashes a password per request."""
+    from raysynth.tuning.trainable import TrialLogger
+
+    tracker = Tracker(f"sqlite:///{tmp_path}/m.db")
+    experiment = tracker.experiment_id("e")
+    trial = tracker.open_run(experiment, "t", name="trial", kind="trial", tags={})
+    logger = TrialLogger(tracker, experiment, trial.info.run_id, "t", {})
+    for step in range(30):
+        logger.record(0, step, {"train/loss": 1.0 / (step + 1)})
+    sent_at_once = len(tracker.client.get_metric_history(logger.seed_run(0), "train/loss"))
+    logger.record(0, 30, {"probe/val_accuracy": 50.0})  # a probe goes at once: Tune may stop the trial on it
+    history = tracker.client.get_metric_history(logger.seed_run(0), "train/loss")
+    logger.close()
+    assert sent_at_once == 1 and sorted(m.step for m in history) == list(range(30)), (sent_at_once, len(history))
+
+
 def test_cluster_yaml_passes_rays_validation():
     from ray.autoscaler._private.util import prepare_config, validate_config
 

@@ -11,6 +11,7 @@ import pickle
 import shutil
 import sys
 import tempfile
+import time
 import traceback
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -30,7 +31,7 @@ from raysynth.methods import SyntheticSet
 from raysynth.runner import run_trial
 from raysynth.spec import SweepSpec
 from raysynth.errors import RaysynthError
-from raysynth.metrics import rounded
+from raysynth.metrics import PROBE_METRIC, rounded
 from raysynth.secrets import redact, worker_tracking_uri
 from raysynth.tracking import Tracker, one_line
 from raysynth.visualize import save_sample_grid
@@ -72,32 +73,50 @@ def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+# Training curves reach MLflow at most this often: each request costs an authenticating tracking server
+# a password hash (0.165 s of CPU, docs/cluster.md), and a GPU trial reports about once a second.
+FLUSH_INTERVAL_S = 10.0
+
+
 class TrialLogger:
     """Maps the runner's events to Tune reports and MLflow runs (one per seed).
 
-    Training curves are buffered: while the tracking server is unreachable the trial keeps training
-    and the buffer grows; it is flushed at the next chance, and patiently at the end of each seed.
+    Training curves are buffered and sent together, every FLUSH_INTERVAL_S at most; while the tracking
+    server is unreachable the trial keeps training and the buffer grows; it is flushed at the next
+    chance, and patiently at the end of each seed.
     """
 
     def __init__(self, tracker: Tracker, experiment_id: str, trial_run_id: str, key: str, tags: dict[str, str]):
         self.tracker, self.experiment_id, self.trial_run_id, self.key, self.tags = tracker, experiment_id, trial_run_id, key, tags
         self.impatient = replace(tracker, retry_seconds=0, log=lambda message: None)
-        self.pending: list[tuple[int, dict[str, float], int]] = []
+        self.pending: list[tuple[int, dict[str, float], int, int]] = []  # seed, metrics, step, time (ms)
+        self.next_flush = 0.0
         self.seed_runs: dict[int, str] = {}
         self.grids: dict[int, Path] = {}
         self.folder = Path(tempfile.mkdtemp(prefix="raysynth-trial-"))
 
+    def record(self, seed: int, step: int, metrics: dict[str, float]) -> None:
+        """Buffers one report; sends the buffer when FLUSH_INTERVAL_S has passed since the last send, and
+        with every validation probe, which Tune may answer by stopping the trial (the report reads a
+        stopped trial's last probe from its seed run)."""
+        self.pending.append((seed, metrics, step, int(time.time() * 1000)))
+        if PROBE_METRIC in metrics or time.monotonic() >= self.next_flush:
+            self.flush(patient=False)
+
     def flush(self, patient: bool) -> None:
+        self.next_flush = time.monotonic() + FLUSH_INTERVAL_S
         while self.pending:
-            seed, metrics, step = self.pending[0]
+            seed = self.pending[0][0]
+            count = next((i for i, entry in enumerate(self.pending) if entry[0] != seed), len(self.pending))
             try:
                 tracker = self.tracker if patient else self.impatient
-                tracker.log_metrics(self.seed_run(seed, tracker), metrics, step)
+                tracker.log_metric_history(self.seed_run(seed, tracker),
+                                           [(metrics, step, at) for _, metrics, step, at in self.pending[:count]])
             except Exception:
                 if patient:
                     raise
                 return
-            self.pending.pop(0)
+            del self.pending[:count]
 
     def seed_run(self, seed: int, tracker: Tracker | None = None) -> str:
         if seed not in self.seed_runs:
@@ -110,8 +129,7 @@ class TrialLogger:
         self.seed_run(seed)  # opened now, so its duration in MLflow is the seed's
 
     def on_progress(self, seed: int, step: int, metrics: dict[str, float]) -> None:
-        self.pending.append((seed, metrics, step))
-        self.flush(patient=False)
+        self.record(seed, step, metrics)
         tune.report({**metrics, "seed": seed})
 
     def on_seed_end(self, seed: int, metrics: dict[str, float], synthetic: SyntheticSet, split: Split) -> None:
@@ -129,6 +147,7 @@ class TrialLogger:
         shutil.rmtree(self.folder, ignore_errors=True)
 
     def fail_open_seed_runs(self, error: BaseException) -> None:
+        self.flush(patient=False)  # best effort: the curves up to the failure
         for run_id in self.seed_runs.values():
             if self.tracker.client.get_run(run_id).info.status == "RUNNING":
                 self.tracker.fail(run_id, error)
@@ -209,6 +228,7 @@ def train_trial(config: dict[str, Any], *, context: SweepContext, datasets: Mapp
         raise
     finally:
         if logger is not None:
+            logger.flush(patient=False)  # best effort: a stopped trial's last curves (Tune stops it with SystemExit)
             logger.close()
     tune.report(metrics)
 
