@@ -96,6 +96,10 @@ def markdown(summaries: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def baseline_name(summary: dict) -> str:
+    return BASELINES.get(summary["baseline"]["step"], summary["baseline"]["step"])
+
+
 def seeded(values: dict[str, float]) -> dict[int, float]:
     return {int(seed): value for seed, value in values.items()}
 
@@ -120,7 +124,7 @@ def overview(results: Path, out_dir: Path) -> str:
     for s, gain, gain_p in zip(summaries, gains, gains_holm):
         versus = s["difference_vs_baseline"] or {}
         lines.append(" | ".join([
-            f"| {TITLES[s['name']]}", BASELINES.get(s["baseline"]["step"], s["baseline"]["step"]),
+            f"| {TITLES[s['name']]}", baseline_name(s),
             cell(s["baseline"]["test_accuracy_per_seed"]), cell(s["default"]["test_accuracy_per_seed"]),
             f"**{cell(s['confirmation']['test_accuracy_per_seed'])}**", difference_cell(versus),
             f"{versus.get('p_t_holm', math.nan):.2f}", difference_cell(gain and {"mean": gain.mean, "ci95": [gain.low, gain.high]}),
@@ -142,8 +146,7 @@ def plot_overview(path: Path, summaries: list[dict], gains: list[PairedDifferenc
     import matplotlib.pyplot as plt
 
     figure, (left, right) = plt.subplots(1, 2, figsize=(12, 1.6 + 0.7 * len(summaries)))
-    versus = [(f"{TITLES[s['name']]}\nvs {BASELINES.get(s['baseline']['step'], s['baseline']['step'])}",
-               recorded_difference(s)) for s in summaries]
+    versus = [(f"{TITLES[s['name']]}\nvs {baseline_name(s)}", recorded_difference(s)) for s in summaries]
     plot_differences(left, [(label, d) for label, d in versus if d], "tuned − baseline, test accuracy (points)")
     plot_differences(right, [(TITLES[s["name"]], g) for s, g in zip(summaries, gains) if g],
                      "tuned − defaults, test accuracy (points)")
