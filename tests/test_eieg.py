@@ -5,9 +5,10 @@ from dataclasses import replace
 import pytest
 import torch
 
+from raysynth.errors import NonFiniteLossError
 from raysynth.evaluation.toy import GRID, STD, TOY_EIEG, mode_coverage, train_toy_gan, twenty_five_gaussians
 from raysynth.nets.gan import (DCGANDiscriminator, DCGANGenerator, GanSettings, discriminator_loss, eie_energy, eie_kernel,
-                              generator_loss, self_interaction)
+                              generator_loss, self_interaction, train_gan)
 
 
 @pytest.mark.parametrize("dimension", [2, 16, 32])
@@ -86,3 +87,39 @@ def test_without_self_interaction_the_generator_collapses():
         samples, _ = train_toy_gan(replace(TOY_EIEG, generated_self=generated_self), 100, 0, feature_network=False)
         spread[generated_self] = float(samples.std(0).mean())
     assert spread[False] < 0.05 * spread[True]
+
+
+def _one_digits_class(digits) -> torch.Tensor:
+    images = digits.train_images[digits.train_labels == 3][:10].float()
+    return images / images.max() * 2 - 1  # the generator's tanh range
+
+
+def _train_literal(real: torch.Tensor, dimension: int, settings: GanSettings, steps: int) -> list[torch.optim.Adam]:
+    """``steps`` of EIEG on ``real``; returns the two optimizers (their state is Adam's moments)."""
+    torch.manual_seed(0)
+    g, d = DCGANGenerator(1, 8, 100, 32), DCGANDiscriminator(1, 8, dimension, 32)
+    stream, optimizers = torch.Generator().manual_seed(0), []
+
+    def loop(steps, **state):
+        optimizers.extend([state["g_optimizer"], state["d_optimizer"]])
+        return range(1, steps + 1)
+
+    train_gan(g, d, lambda n: real[torch.randint(len(real), (n,), generator=stream)],
+              lambda n: torch.randn(n, 100, generator=stream), settings, steps, loop=loop)
+    return optimizers
+
+
+def test_literal_gradients_beyond_float32_squares_still_train_every_weight(digits):
+    # d = 16 at a cut-off of 0.02: K(eps) = 3e25 and G's gradients reach 1e23, whose squares (Adam's
+    # second moment, float32) were inf, freezing 51,777 of G's weights (step m / sqrt(inf) = 0)
+    settings = GanSettings(loss="eie", cutoff=0.02, feature_scale=1e-3)
+    optimizers = _train_literal(_one_digits_class(digits), 16, settings, 5)
+    moments = [state["exp_avg_sq"] for optimizer in optimizers for state in optimizer.state.values()]
+    assert all(bool(torch.isfinite(moment).all()) for moment in moments)
+
+
+def test_a_gradient_beyond_the_scaled_range_stops_the_fit_naming_the_keys_to_change(digits):
+    # d = 32 at a cut-off of 0.032: K(eps) = 1e46, gradients of 1e44 from the first step
+    settings = GanSettings(loss="eie", cutoff=0.032, feature_scale=1e-3)
+    with pytest.raises(NonFiniteLossError, match=r"params\.eie\.cutoff .*params\.feature_dim"):
+        _train_literal(_one_digits_class(digits), 32, settings, 3)

@@ -7,7 +7,11 @@ eps, and the stabilizer's, cut-off eps_stab) are computed in the paper's literal
 (K(eps) is 1e15 at d = 16 and 1e31 at d = 32): dividing a loss by such a constant would put every
 gradient below Adam's epsilon (1e-8), so that G learns nothing, and dividing the two terms by their
 own constants would multiply lambda by (eps_stab / eps)^(d-1). The stabilizer's weight relative to
-the energy is lambda, as written.
+the energy is lambda, as written. Adam's second moment, the squared gradient, is float32 like the
+networks: literal gradients reach 1e28 (d = 32, or a small cut-off) and would square to inf, silently
+freezing their weights, so the networks train on the loss times ``EIE_LOSS_SCALE`` with Adam's epsilon
+scaled alike (the same steps, see ``train_gan``), and a gradient beyond even that range stops the fit
+with the keys to change.
 
 ``GanSettings.feature_scale`` multiplies D's outputs before both kernels (1: the literal reading; at
 0.001 every pair sits in the kernels' quadratic cores and EIE reduces to matching feature means).
@@ -25,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from raysynth.errors import NonFiniteLossError
 from raysynth.nets.classifiers import padded_size  # DCGAN needs powers of two: 28 px on a 32 px canvas
 
 from raysynth.nets.settings import FeatureBound, GanLoss  # noqa: F401 (re-exported)
@@ -65,6 +70,15 @@ def eie_energy(data: torch.Tensor, generated: torch.Tensor, cutoff: float, *, ge
     if generated_self:
         energy = energy + self_interaction(generated, cutoff)
     return energy
+
+
+# Adam's step m / (sqrt(v) + epsilon) is unchanged when the loss and epsilon are multiplied by one
+# constant, and by a power of two exactly. 2^-36 is the smallest scale that keeps epsilon^2 (the
+# squares that matter for a step) in float32's normal range; a literal gradient may then reach about
+# 1e30 before its square overflows (unscaled: 1.8e19, which d = 32 or a cut-off of 0.02 exceeds).
+ADAM_EPSILON = 1e-8
+EIE_LOSS_SCALE = 2.0 ** -36
+LARGEST_ADAM_GRADIENT = math.sqrt(torch.finfo(torch.float32).max)
 
 
 # -- networks ----------------------------------------------------------------------------------------
@@ -143,13 +157,13 @@ def eie_features(settings: GanSettings, outputs: torch.Tensor) -> torch.Tensor:
 
 
 def discriminator_loss(settings: GanSettings, real_out: torch.Tensor, fake_out: torch.Tensor) -> torch.Tensor:
-    """What D minimizes. EIE: -(E + lambda S), S = -mean K_stab(D(x_i) - D(x_j)) the repulsion of real features."""
+    """What D minimizes (EIE: a float64 scalar in the paper's units, which float32 may not hold). EIE: -(E + lambda S), S = -mean K_stab(D(x_i) - D(x_j)) the repulsion of real features."""
     if settings.loss == "nonsaturating":
         return (F.binary_cross_entropy_with_logits(real_out, torch.ones_like(real_out))
                 + F.binary_cross_entropy_with_logits(fake_out, torch.zeros_like(fake_out)))
     real_out, fake_out = eie_features(settings, real_out), eie_features(settings, fake_out)
     energy = eie_energy(real_out, fake_out, settings.cutoff, generated_self=settings.generated_self)
-    return (-energy + settings.stab_lambda * self_interaction(real_out, settings.stab_cutoff)).float()
+    return -energy + settings.stab_lambda * self_interaction(real_out, settings.stab_cutoff)
 
 
 def generator_loss(settings: GanSettings, real_out: torch.Tensor, fake_out: torch.Tensor) -> torch.Tensor:
@@ -157,7 +171,7 @@ def generator_loss(settings: GanSettings, real_out: torch.Tensor, fake_out: torc
     if settings.loss == "nonsaturating":
         return F.binary_cross_entropy_with_logits(fake_out, torch.ones_like(fake_out))
     return eie_energy(eie_features(settings, real_out.detach()), eie_features(settings, fake_out), settings.cutoff,
-                      generated_self=settings.generated_self).float()
+                      generated_self=settings.generated_self)
 
 
 def train_gan(generator: nn.Module, discriminator: nn.Module, real_batch: Callable[[int], torch.Tensor],
@@ -167,10 +181,14 @@ def train_gan(generator: nn.Module, discriminator: nn.Module, real_batch: Callab
     """``steps`` generator updates, each after ``settings.d_steps`` discriminator updates (Adam,
     betas (0.5, 0.999) as DCGAN). A discriminator without parameters (``nn.Identity``: the energy in
     data space, the paper's section 2.3) is not trained. ``loop(steps, **state)`` yields the step
-    numbers (a fit passes ``FitContext.resumable``, which restores and checkpoints ``state``)."""
+    numbers (a fit passes ``FitContext.resumable``, which restores and checkpoints ``state``).
+    ``on_step`` gets the losses in the loss's own units (EIE: the paper's)."""
     trains_discriminator = any(True for _ in discriminator.parameters())
-    g_optimizer = torch.optim.Adam(generator.parameters(), lr=settings.lr_generator, betas=(0.5, 0.999))
-    d_optimizer = (torch.optim.Adam(discriminator.parameters(), lr=settings.lr_discriminator, betas=(0.5, 0.999))
+    scale = EIE_LOSS_SCALE if settings.loss == "eie" else 1.0
+    g_optimizer = torch.optim.Adam(generator.parameters(), lr=settings.lr_generator, betas=(0.5, 0.999),
+                                   eps=ADAM_EPSILON * scale)
+    d_optimizer = (torch.optim.Adam(discriminator.parameters(), lr=settings.lr_discriminator, betas=(0.5, 0.999),
+                                    eps=ADAM_EPSILON * scale)
                    if trains_discriminator else None)
     generator.train()
     discriminator.train()
@@ -182,12 +200,22 @@ def train_gan(generator: nn.Module, discriminator: nn.Module, real_batch: Callab
             with torch.no_grad():
                 fake = generator(noise(settings.batch_size))
             d_loss = discriminator_loss(settings, discriminator(real), discriminator(fake))
-            d_optimizer.zero_grad(set_to_none=True)
-            d_loss.backward()
-            d_optimizer.step()
+            _descend(d_optimizer, d_loss, scale, settings, f"D, before generator step {step}")
         real = real_batch(settings.batch_size)
         g_loss = generator_loss(settings, discriminator(real), discriminator(generator(noise(settings.batch_size))))
-        g_optimizer.zero_grad(set_to_none=True)
-        g_loss.backward()
-        g_optimizer.step()
+        _descend(g_optimizer, g_loss, scale, settings, f"G, generator step {step}")
         on_step(step, g_loss.item(), d_loss.item())
+
+
+def _descend(optimizer: torch.optim.Optimizer, loss: torch.Tensor, scale: float, settings: GanSettings, where: str) -> None:
+    """One Adam step on ``loss * scale``; a gradient whose square float32 cannot hold stops the fit."""
+    optimizer.zero_grad(set_to_none=True)
+    (loss * scale).backward()
+    gradients = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+    largest = float(torch.stack([g.abs().max() for g in gradients]).max()) if gradients else 0.0
+    if not largest < LARGEST_ADAM_GRADIENT:  # NaN fails this too
+        hint = (f"EIE's kernel is cutoff^-(d-1) = {settings.cutoff:g}^-(d-1) at its cut-off; raise params.eie.cutoff "
+                "or lower params.feature_dim" if settings.loss == "eie" else "lower the learning rates")
+        raise NonFiniteLossError(f"a gradient of {largest / scale:.2g} ({where}) is beyond what Adam can square in "
+                                 f"float32 (about {LARGEST_ADAM_GRADIENT / scale:.0g}): {hint}")
+    optimizer.step()
