@@ -95,9 +95,10 @@ def _one_digits_class(digits) -> torch.Tensor:
 
 
 def _train_literal(real: torch.Tensor, dimension: int, settings: GanSettings, steps: int) -> list[torch.optim.Adam]:
-    """``steps`` of EIEG on ``real``; returns the two optimizers (their state is Adam's moments)."""
+    """``steps`` of EIEG on ``real`` (networks in its dtype); returns the two optimizers (Adam's moments)."""
     torch.manual_seed(0)
-    g, d = DCGANGenerator(1, 8, 100, 32), DCGANDiscriminator(1, 8, dimension, 32)
+    g = DCGANGenerator(1, 8, 100, 32).to(real.dtype)
+    d = DCGANDiscriminator(1, 8, dimension, 32).to(real.dtype)
     stream, optimizers = torch.Generator().manual_seed(0), []
 
     def loop(steps, **state):
@@ -105,7 +106,7 @@ def _train_literal(real: torch.Tensor, dimension: int, settings: GanSettings, st
         return range(1, steps + 1)
 
     train_gan(g, d, lambda n: real[torch.randint(len(real), (n,), generator=stream)],
-              lambda n: torch.randn(n, 100, generator=stream), settings, steps, loop=loop)
+              lambda n: torch.randn(n, 100, generator=stream).to(real.dtype), settings, steps, loop=loop)
     return optimizers
 
 
@@ -121,5 +122,26 @@ def test_literal_gradients_beyond_float32_squares_still_train_every_weight(digit
 def test_a_gradient_beyond_the_scaled_range_stops_the_fit_naming_the_keys_to_change(digits):
     # d = 32 at a cut-off of 0.032: K(eps) = 1e46, gradients of 1e44 from the first step
     settings = GanSettings(loss="eie", cutoff=0.032, feature_scale=1e-3)
-    with pytest.raises(NonFiniteLossError, match=r"params\.eie\.cutoff .*params\.feature_dim"):
+    with pytest.raises(NonFiniteLossError, match=r"params\.eie\.cutoff, .*params\.feature_dim.*params\.eie\.precision: float64"):
         _train_literal(_one_digits_class(digits), 32, settings, 3)
+
+
+def test_float64_networks_hold_the_gradients_float32_cannot_square(digits):
+    settings = GanSettings(loss="eie", cutoff=0.032, feature_scale=1e-3)
+    optimizers = _train_literal(_one_digits_class(digits).double(), 32, settings, 3)
+    assert all(bool(torch.isfinite(state["exp_avg_sq"]).all()) for optimizer in optimizers
+               for state in optimizer.state.values())
+
+
+def test_eieg_in_float64_fits_where_float32_stops_and_returns_float32_images(digits):
+    from raysynth.data import make_split
+    from raysynth.methods import METHODS, FitContext
+    from raysynth.runner import check_synthetic
+
+    cls = METHODS.get("eieg")
+    params = {**cls.smoke_params, "feature_dim": 32, "eie": {"cutoff": 0.032, "feature_scale": 1e-3, "precision": "float64"}}
+    split = make_split(digits, 5, seed=0)
+    synthetic = cls(cls.Params.model_validate(params)).fit(split, FitContext(epochs=2, device=torch.device("cpu"), seed=0),
+                                                            lambda step, **m: None)
+    check_synthetic(synthetic, split, "eieg")
+    assert synthetic.images.dtype == torch.float32

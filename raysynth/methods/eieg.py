@@ -48,6 +48,12 @@ class ImageGan(Method):
         """One logit (a classic GAN discriminator); EIEG's feature network overrides it."""
         return 1
 
+    def network_dtype(self) -> torch.dtype:
+        """G's and D's dtype: float32 (EIEG's ``eie.precision`` may say float64)."""
+        import torch
+
+        return torch.float32
+
     def fit(self, split, context: FitContext, report: Report) -> SyntheticSet:
         import torch
 
@@ -55,7 +61,8 @@ class ImageGan(Method):
 
         params, device, dataset = self.params, context.device, split.dataset
         images, labels = split.fewshot
-        signed = (dataset.denormalize(images) * 2 - 1).to(device)  # G ends in tanh: train in [-1, 1]
+        dtype = self.network_dtype()
+        signed = (dataset.denormalize(images) * 2 - 1).to(device, dtype)  # G ends in tanh: train in [-1, 1]
         groups = ([(c, torch.nonzero(labels == c).flatten()) for c in range(split.num_classes)]
                   if params.conditional == "per_class" else [(None, torch.arange(len(labels)))])
         generator = context.torch_rng("batches")
@@ -69,14 +76,15 @@ class ImageGan(Method):
             if index < len(out_images):
                 continue
             with context.seeded_init(f"networks {index}"):
-                g = DCGANGenerator(split.channels, split.image_size, params.noise_dim, params.width).to(device)
-                d = DCGANDiscriminator(split.channels, split.image_size, self.discriminator_outputs(), params.width).to(device)
+                g = DCGANGenerator(split.channels, split.image_size, params.noise_dim, params.width).to(device, dtype)
+                d = DCGANDiscriminator(split.channels, split.image_size, self.discriminator_outputs(),
+                                       params.width).to(device, dtype)
             self._train(g, d, signed[members], context, report, index, generator)
             count = params.samples_per_class * (1 if cls is not None else split.num_classes)
             g.eval()
             with torch.no_grad():
-                noise = torch.randn(count, params.noise_dim, generator=generator).to(device)
-                made = torch.cat([g(noise[i:i + 512]) for i in range(0, count, 512)]).cpu()
+                noise = torch.randn(count, params.noise_dim, generator=generator).to(device, dtype)
+                made = torch.cat([g(noise[i:i + 512]) for i in range(0, count, 512)]).float().cpu()
             out_images.append(dataset.normalize(((made + 1) / 2).clamp(0, 1)))
             out_labels.append(torch.full((count,), cls) if cls is not None else self._label(out_images[-1], split, context))
             if context.checkpoint is not None:
@@ -98,7 +106,7 @@ class ImageGan(Method):
             return real[torch.randint(len(real), (size,), generator=generator).to(real.device)]
 
         def noise(size: int) -> torch.Tensor:
-            return torch.randn(size, params.noise_dim, generator=generator).to(real.device)
+            return torch.randn(size, params.noise_dim, generator=generator).to(real.device, real.dtype)
 
         def on_step(step: int, g_loss: float, d_loss: float) -> None:
             if report_due(step, context.epochs, 20):
@@ -133,3 +141,8 @@ class EIEG(ImageGan):
 
     def discriminator_outputs(self) -> int:
         return self.params.feature_dim
+
+    def network_dtype(self) -> torch.dtype:
+        import torch
+
+        return torch.float64 if self.params.eie.precision == "float64" else torch.float32

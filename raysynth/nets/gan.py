@@ -76,9 +76,14 @@ def eie_energy(data: torch.Tensor, generated: torch.Tensor, cutoff: float, *, ge
 # constant, and by a power of two exactly. 2^-36 is the smallest scale that keeps epsilon^2 (the
 # squares that matter for a step) in float32's normal range; a literal gradient may then reach about
 # 1e30 before its square overflows (unscaled: 1.8e19, which d = 32 or a cut-off of 0.02 exceeds).
+# Networks in float64 (``eie.precision``) hold about 1e165.
 ADAM_EPSILON = 1e-8
 EIE_LOSS_SCALE = 2.0 ** -36
-LARGEST_ADAM_GRADIENT = math.sqrt(torch.finfo(torch.float32).max)
+
+
+def largest_adam_gradient(dtype: torch.dtype) -> float:
+    """The largest gradient whose square Adam's second moment holds in ``dtype``."""
+    return math.sqrt(torch.finfo(dtype).max)
 
 
 # -- networks ----------------------------------------------------------------------------------------
@@ -213,9 +218,11 @@ def _descend(optimizer: torch.optim.Optimizer, loss: torch.Tensor, scale: float,
     (loss * scale).backward()
     gradients = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
     largest = float(torch.stack([g.abs().max() for g in gradients]).max()) if gradients else 0.0
-    if not largest < LARGEST_ADAM_GRADIENT:  # NaN fails this too
-        hint = (f"EIE's kernel is cutoff^-(d-1) = {settings.cutoff:g}^-(d-1) at its cut-off; raise params.eie.cutoff "
-                "or lower params.feature_dim" if settings.loss == "eie" else "lower the learning rates")
+    dtype = gradients[0].dtype if gradients else torch.float32
+    if not largest < largest_adam_gradient(dtype):  # NaN fails this too
+        hint = (f"EIE's kernel is cutoff^-(d-1) = {settings.cutoff:g}^-(d-1) at its cut-off; raise params.eie.cutoff, "
+                "lower params.feature_dim" + (" or set params.eie.precision: float64" if dtype != torch.float64 else "")
+                if settings.loss == "eie" else "lower the learning rates")
         raise NonFiniteLossError(f"a gradient of {largest / scale:.2g} ({where}) is beyond what Adam can square in "
-                                 f"float32 (about {LARGEST_ADAM_GRADIENT / scale:.0g}): {hint}")
+                                 f"{str(dtype).removeprefix('torch.')} (about {largest_adam_gradient(dtype) / scale:.0g}): {hint}")
     optimizer.step()

@@ -1,0 +1,105 @@
+"""Which EIEG configurations exceed float32 Adam's range (issue 20's EIEG search): for each EIEG trial
+of a sweep's MLflow store, its GAN is trained on one class (Fashion-MNIST class 0, the 10 images of
+data seed 0) for the trial's generator steps, and the largest gradient in the paper's units is
+recorded. Before commit 17a9eaf a gradient above 1.8e19 squared to inf in Adam's float32 second
+moment and froze its weight without an error; since then the networks train on a scaled loss that
+holds gradients up to about 1.3e30, and a larger one stops the fit.
+
+    python benchmarks/eieg_adam_range.py --tracking-uri sqlite:///PATH/mlflow.db [--experiment search_eieg]
+    # -> benchmarks/results/eieg_adam_range.json (about 1 min per trial on one core)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+from raysynth.data import load_dataset, make_split
+from raysynth.errors import NonFiniteLossError
+from raysynth.nets.gan import (EIE_LOSS_SCALE, DCGANDiscriminator, DCGANGenerator, GanSettings, largest_adam_gradient,
+                               train_gan)
+
+UNSCALED_LIMIT = largest_adam_gradient(torch.float32)  # the largest gradient float32 Adam could square before the scale
+SCALED_LIMIT = UNSCALED_LIMIT / EIE_LOSS_SCALE
+
+
+def eieg_trials(tracking_uri: str, experiment: str) -> list[dict]:
+    """The EIEG trial runs of ``experiment`` (searched trials and grid steps), with their parameters."""
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri)
+    found = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([found.experiment_id], "tags.`raysynth.kind` = 'trial'", max_results=1000)
+    return [{"trial": run.data.tags.get("trial_id"), "step": run.data.tags.get("ablation_step"),
+             "status": run.info.status, "params": run.data.params} for run in runs
+            if run.data.params.get("params.eie.cutoff") is not None and run.data.tags.get("method", "eieg") == "eieg"]
+
+
+def settings_of(params: dict) -> GanSettings:
+    return GanSettings(loss="eie", cutoff=float(params["params.eie.cutoff"]),
+                       stab_cutoff=float(params["params.eie.stab_cutoff"]), stab_lambda=float(params["params.eie.lambda"]),
+                       generated_self=params["params.eie.self_interaction"] == "True",
+                       lr_generator=float(params["params.lr_generator"]),
+                       lr_discriminator=float(params["params.lr_discriminator"]), d_steps=int(params["params.d_steps"]),
+                       batch_size=int(params["params.batch_size"]), feature_scale=float(params["params.eie.feature_scale"]),
+                       feature_bound=params["params.eie.feature_bound"])
+
+
+def largest_gradient(real: torch.Tensor, params: dict) -> dict:
+    """The largest gradient (paper's units) over the trial's generator steps on ``real``; where it stops."""
+    torch.manual_seed(0)
+    width, dimension = int(params["params.width"]), int(params["params.feature_dim"])
+    generator = DCGANGenerator(1, real.shape[-1], int(params["params.noise_dim"]), width)
+    discriminator = DCGANDiscriminator(1, real.shape[-1], dimension, width)
+    stream, largest = torch.Generator().manual_seed(0), [0.0]
+
+    def watched(step):
+        def wrapper(*args, **kwargs):
+            grads = [p.grad for group in step.__self__.param_groups for p in group["params"] if p.grad is not None]
+            largest[0] = max(largest[0], float(torch.stack([g.abs().max() for g in grads]).max()) / EIE_LOSS_SCALE)
+            return step(*args, **kwargs)
+        return wrapper
+
+    def loop(steps, **state):
+        for name in ("g_optimizer", "d_optimizer"):
+            state[name].step = watched(state[name].step)
+        return range(1, steps + 1)
+
+    stopped = None
+    try:
+        train_gan(generator, discriminator, lambda n: real[torch.randint(len(real), (n,), generator=stream)],
+                  lambda n: torch.randn(n, generator.noise_dim, generator=stream), settings_of(params),
+                  int(params["budget.epochs"]), loop=loop)
+    except NonFiniteLossError as error:
+        stopped = str(error)
+    return {"largest_gradient": largest[0], "froze_before_the_fix": largest[0] > UNSCALED_LIMIT or stopped is not None,
+            "stops_now": stopped}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tracking-uri", required=True)
+    parser.add_argument("--experiment", default="search_eieg")
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "eieg_adam_range.json")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    data = load_dataset("fashion-mnist", data_root=None, cache_dir=Path.home() / ".cache" / "raysynth", allow_download=False)
+    images, labels = make_split(data, 10, seed=0).fewshot
+    real = data.denormalize(images[labels == 0]) * 2 - 1  # the generator's tanh range
+    results = []
+    for trial in eieg_trials(args.tracking_uri, args.experiment):
+        results.append({**{k: trial[k] for k in ("trial", "step", "status")},
+                        "feature_dim": int(trial["params"]["params.feature_dim"]),
+                        "cutoff": float(trial["params"]["params.eie.cutoff"]),
+                        "feature_scale": float(trial["params"]["params.eie.feature_scale"]),
+                        **largest_gradient(real, trial["params"])})
+        print(json.dumps(results[-1]), flush=True)
+    args.out.write_text(json.dumps({"class": 0, "data_seed": 0, "unscaled_limit": UNSCALED_LIMIT,
+                                    "scaled_limit": SCALED_LIMIT, "trials": results}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
