@@ -1,9 +1,10 @@
 """Which EIEG configurations exceed float32 Adam's range (issue 20's EIEG search): for each EIEG trial
-of a sweep's MLflow store, its GAN is trained on one class (Fashion-MNIST class 0, the 10 images of
-data seed 0) for the trial's generator steps, and the largest gradient in the paper's units is
-recorded. Before commit 17a9eaf a gradient above 1.8e19 squared to inf in Adam's float32 second
-moment and froze its weight without an error; since then the networks train on a scaled loss that
-holds gradients up to about 1.3e30, and a larger one stops the fit.
+of a sweep's MLflow store, and for EIEG's defaults and feature-mean matching (the GAN table's rows),
+its GAN is trained on one class (Fashion-MNIST class 0, the 10 images of data seed 0) for the trial's
+generator steps, and the largest gradient in the paper's units is recorded. Before commit 17a9eaf a
+gradient above 1.8e19 squared to inf in Adam's float32 second moment and froze its weight without an
+error; since then the networks train on a scaled loss that holds gradients up to about 1.3e30, and a
+larger one stops the fit.
 
     python benchmarks/eieg_adam_range.py --tracking-uri sqlite:///PATH/mlflow.db [--experiment search_eieg]
     # -> benchmarks/results/eieg_adam_range.json (about 1 min per trial on one core)
@@ -48,12 +49,28 @@ def settings_of(params: dict) -> GanSettings:
                        feature_bound=params["params.eie.feature_bound"])
 
 
+def reference_runs(steps: int = 200) -> dict[str, dict]:
+    """The rows of docs/results.md's GAN table, as trial parameters: EIEG's defaults (the literal
+    reading) and feature-mean matching (feature scale 0.001), width 32 and 200 generator steps as there."""
+    from raysynth.methods import METHODS
+
+    runs = {}
+    for name, overrides in {"literal default": {}, "mean matching": {"eie": {"feature_scale": 0.001}}}.items():
+        params = METHODS.get("eieg").Params.model_validate({"width": 32, **overrides}).to_data()
+        flat = {f"params.{key}": value for key, value in params.items() if key != "eie"}
+        flat.update({f"params.eie.{key}": value for key, value in params["eie"].items()})
+        runs[name] = {**{key: str(value) for key, value in flat.items()}, "budget.epochs": str(steps)}
+    return runs
+
+
 def largest_gradient(real: torch.Tensor, params: dict) -> dict:
     """The largest gradient (paper's units) over the trial's generator steps on ``real``; where it stops."""
     torch.manual_seed(0)
     width, dimension = int(params["params.width"]), int(params["params.feature_dim"])
-    generator = DCGANGenerator(1, real.shape[-1], int(params["params.noise_dim"]), width)
-    discriminator = DCGANDiscriminator(1, real.shape[-1], dimension, width)
+    dtype = torch.float64 if params.get("params.eie.precision") == "float64" else torch.float32
+    real = real.to(dtype)
+    generator = DCGANGenerator(1, real.shape[-1], int(params["params.noise_dim"]), width).to(dtype)
+    discriminator = DCGANDiscriminator(1, real.shape[-1], dimension, width).to(dtype)
     stream, largest = torch.Generator().manual_seed(0), [0.0]
 
     def watched(step):
@@ -71,7 +88,7 @@ def largest_gradient(real: torch.Tensor, params: dict) -> dict:
     stopped = None
     try:
         train_gan(generator, discriminator, lambda n: real[torch.randint(len(real), (n,), generator=stream)],
-                  lambda n: torch.randn(n, generator.noise_dim, generator=stream), settings_of(params),
+                  lambda n: torch.randn(n, generator.noise_dim, generator=stream).to(dtype), settings_of(params),
                   int(params["budget.epochs"]), loop=loop)
     except NonFiniteLossError as error:
         stopped = str(error)
@@ -90,7 +107,9 @@ def main() -> None:
     images, labels = make_split(data, 10, seed=0).fewshot
     real = data.denormalize(images[labels == 0]) * 2 - 1  # the generator's tanh range
     results = []
-    for trial in eieg_trials(args.tracking_uri, args.experiment):
+    references = [{"trial": name, "step": "reference", "status": "-", "params": params}
+                  for name, params in reference_runs().items()]
+    for trial in references + eieg_trials(args.tracking_uri, args.experiment):
         results.append({**{k: trial[k] for k in ("trial", "step", "status")},
                         "feature_dim": int(trial["params"]["params.feature_dim"]),
                         "cutoff": float(trial["params"]["params.eie.cutoff"]),
