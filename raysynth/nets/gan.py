@@ -162,7 +162,8 @@ def eie_features(settings: GanSettings, outputs: torch.Tensor) -> torch.Tensor:
 
 
 def discriminator_loss(settings: GanSettings, real_out: torch.Tensor, fake_out: torch.Tensor) -> torch.Tensor:
-    """What D minimizes (EIE: a float64 scalar in the paper's units, which float32 may not hold). EIE: -(E + lambda S), S = -mean K_stab(D(x_i) - D(x_j)) the repulsion of real features."""
+    """What D minimizes. EIE: -(E + lambda S), S = -mean K_stab(D(x_i) - D(x_j)) the repulsion of real
+    features, a float64 scalar in the paper's units (float32 may not hold it)."""
     if settings.loss == "nonsaturating":
         return (F.binary_cross_entropy_with_logits(real_out, torch.ones_like(real_out))
                 + F.binary_cross_entropy_with_logits(fake_out, torch.zeros_like(fake_out)))
@@ -220,7 +221,7 @@ def _descend(optimizer: torch.optim.Optimizer, loss: torch.Tensor, scale: float,
     largest = float(torch.stack([g.abs().max() for g in gradients]).max()) if gradients else 0.0
     dtype = gradients[0].dtype if gradients else torch.float32
     if not largest < largest_adam_gradient(dtype):  # NaN fails this too
-        hint = (f"EIE's kernel is cutoff^-(d-1) = {settings.cutoff:g}^-(d-1) at its cut-off; raise params.eie.cutoff, "
+        hint = (f"EIE's kernels grow as cutoff^-(d-1) (cutoff {settings.cutoff:g}); raise params.eie.cutoff, "
                 "lower params.feature_dim" + (" or set params.eie.precision: float64" if dtype != torch.float64 else "")
                 if settings.loss == "eie" else "lower the learning rates")
         raise NonFiniteLossError(f"a gradient of {largest / scale:.2g} ({where}) is beyond what Adam can square in "
