@@ -20,57 +20,43 @@ import torch
 
 from raysynth.data import load_dataset, make_split
 from raysynth.errors import NonFiniteLossError
-from raysynth.nets.gan import (EIE_LOSS_SCALE, DCGANDiscriminator, DCGANGenerator, GanSettings, largest_adam_gradient,
-                               train_gan)
+from raysynth.methods import METHODS
+from raysynth.nets.gan import EIE_LOSS_SCALE, DCGANDiscriminator, DCGANGenerator, largest_adam_gradient, train_gan
+from raysynth.spec.overrides import apply_overrides
 
 UNSCALED_LIMIT = largest_adam_gradient(torch.float32)  # the largest gradient float32 Adam could square before the scale
 SCALED_LIMIT = UNSCALED_LIMIT / EIE_LOSS_SCALE
 
 
 def eieg_trials(tracking_uri: str, experiment: str) -> list[dict]:
-    """The EIEG trial runs of ``experiment`` (searched trials and grid steps), with their parameters."""
+    """The EIEG trial runs of ``experiment`` (searched trials and grid steps): their ids, the method's
+    parameters as logged (``params.*``) and their generator steps."""
     import mlflow
 
     client = mlflow.MlflowClient(tracking_uri)
     found = client.get_experiment_by_name(experiment)
     runs = client.search_runs([found.experiment_id], "tags.`raysynth.kind` = 'trial'", max_results=1000)
-    return [{"trial": run.data.tags.get("trial_id"), "step": run.data.tags.get("ablation_step"),
-             "status": run.info.status, "params": run.data.params} for run in runs
-            if run.data.params.get("params.eie.cutoff") is not None and run.data.tags.get("method", "eieg") == "eieg"]
+    return [{"trial": run.data.tags.get("trial_id"), "step": run.data.tags.get("ablation_step"), "status": run.info.status,
+             "params": apply_overrides({}, {key.removeprefix("params."): value for key, value in run.data.params.items()
+                                            if key.startswith("params.")}),
+             "steps": int(run.data.params["budget.epochs"])}
+            for run in runs if run.data.params.get("params.eie.cutoff") is not None]
 
 
-def settings_of(params: dict) -> GanSettings:
-    return GanSettings(loss="eie", cutoff=float(params["params.eie.cutoff"]),
-                       stab_cutoff=float(params["params.eie.stab_cutoff"]), stab_lambda=float(params["params.eie.lambda"]),
-                       generated_self=params["params.eie.self_interaction"] == "True",
-                       lr_generator=float(params["params.lr_generator"]),
-                       lr_discriminator=float(params["params.lr_discriminator"]), d_steps=int(params["params.d_steps"]),
-                       batch_size=int(params["params.batch_size"]), feature_scale=float(params["params.eie.feature_scale"]),
-                       feature_bound=params["params.eie.feature_bound"])
+def reference_runs(steps: int = 200) -> list[dict]:
+    """The rows of docs/results.md's GAN table: EIEG's defaults (the literal reading) and feature-mean
+    matching (feature scale 0.001), width 32 and 200 generator steps as there."""
+    return [{"trial": name, "step": "reference", "status": "-", "params": {"width": 32, **overrides}, "steps": steps}
+            for name, overrides in {"literal default": {}, "mean matching": {"eie": {"feature_scale": 0.001}}}.items()]
 
 
-def reference_runs(steps: int = 200) -> dict[str, dict]:
-    """The rows of docs/results.md's GAN table, as trial parameters: EIEG's defaults (the literal
-    reading) and feature-mean matching (feature scale 0.001), width 32 and 200 generator steps as there."""
-    from raysynth.methods import METHODS
-
-    runs = {}
-    for name, overrides in {"literal default": {}, "mean matching": {"eie": {"feature_scale": 0.001}}}.items():
-        params = METHODS.get("eieg").Params.model_validate({"width": 32, **overrides}).to_data()
-        flat = {f"params.{key}": value for key, value in params.items() if key != "eie"}
-        flat.update({f"params.eie.{key}": value for key, value in params["eie"].items()})
-        runs[name] = {**{key: str(value) for key, value in flat.items()}, "budget.epochs": str(steps)}
-    return runs
-
-
-def largest_gradient(real: torch.Tensor, params: dict) -> dict:
-    """The largest gradient (paper's units) over the trial's generator steps on ``real``; where it stops."""
+def largest_gradient(real: torch.Tensor, method, steps: int) -> dict:
+    """The largest gradient (paper's units) over ``steps`` generator steps on ``real``; where it stops."""
     torch.manual_seed(0)
-    width, dimension = int(params["params.width"]), int(params["params.feature_dim"])
-    dtype = torch.float64 if params.get("params.eie.precision") == "float64" else torch.float32
+    params, dtype = method.params, method.network_dtype()
     real = real.to(dtype)
-    generator = DCGANGenerator(1, real.shape[-1], int(params["params.noise_dim"]), width).to(dtype)
-    discriminator = DCGANDiscriminator(1, real.shape[-1], dimension, width).to(dtype)
+    generator = DCGANGenerator(1, real.shape[-1], params.noise_dim, params.width).to(dtype)
+    discriminator = DCGANDiscriminator(1, real.shape[-1], method.discriminator_outputs(), params.width).to(dtype)
     stream, largest = torch.Generator().manual_seed(0), [0.0]
 
     def watched(step):
@@ -88,8 +74,8 @@ def largest_gradient(real: torch.Tensor, params: dict) -> dict:
     stopped = None
     try:
         train_gan(generator, discriminator, lambda n: real[torch.randint(len(real), (n,), generator=stream)],
-                  lambda n: torch.randn(n, generator.noise_dim, generator=stream).to(dtype), settings_of(params),
-                  int(params["budget.epochs"]), loop=loop)
+                  lambda n: torch.randn(n, params.noise_dim, generator=stream).to(dtype), method.settings(), steps,
+                  loop=loop)
     except NonFiniteLossError as error:
         stopped = str(error)
     return {"largest_gradient": largest[0], "froze_before_the_fix": largest[0] > UNSCALED_LIMIT or stopped is not None,
@@ -107,14 +93,12 @@ def main() -> None:
     images, labels = make_split(data, 10, seed=0).fewshot
     real = data.denormalize(images[labels == 0]) * 2 - 1  # the generator's tanh range
     results = []
-    references = [{"trial": name, "step": "reference", "status": "-", "params": params}
-                  for name, params in reference_runs().items()]
-    for trial in references + eieg_trials(args.tracking_uri, args.experiment):
-        results.append({**{k: trial[k] for k in ("trial", "step", "status")},
-                        "feature_dim": int(trial["params"]["params.feature_dim"]),
-                        "cutoff": float(trial["params"]["params.eie.cutoff"]),
-                        "feature_scale": float(trial["params"]["params.eie.feature_scale"]),
-                        **largest_gradient(real, trial["params"])})
+    eieg = METHODS.get("eieg")
+    for trial in reference_runs() + eieg_trials(args.tracking_uri, args.experiment):
+        method = eieg(eieg.Params.model_validate(trial["params"]))
+        results.append({**{k: trial[k] for k in ("trial", "step", "status")}, "feature_dim": method.params.feature_dim,
+                        "cutoff": method.params.eie.cutoff, "feature_scale": method.params.eie.feature_scale,
+                        **largest_gradient(real, method, trial["steps"])})
         print(json.dumps(results[-1]), flush=True)
     args.out.write_text(json.dumps({"class": 0, "data_seed": 0, "unscaled_limit": UNSCALED_LIMIT,
                                     "scaled_limit": SCALED_LIMIT, "trials": results}, indent=2))
