@@ -15,8 +15,10 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Callable
 
 import torch
+from torch import nn
 
 from raysynth.data import load_dataset, make_split
 from raysynth.errors import NonFiniteLossError
@@ -30,17 +32,24 @@ SCALED_LIMIT = UNSCALED_LIMIT / EIE_LOSS_SCALE
 
 def eieg_trials(tracking_uri: str, experiment: str) -> list[dict]:
     """The EIEG trial runs of ``experiment`` (searched trials and grid steps): their ids, the method's
-    parameters as logged (``params.*``) and their generator steps."""
+    parameters as logged (``params.*``) and their generator steps; one run per configuration (the
+    confirmation repeats the selected one on other data seeds, and these probes use seed 0's data)."""
     import mlflow
 
     client = mlflow.MlflowClient(tracking_uri)
     found = client.get_experiment_by_name(experiment)
-    runs = client.search_runs([found.experiment_id], "tags.`raysynth.kind` = 'trial'", max_results=1000)
-    return [{"trial": run.data.tags.get("trial_id"), "step": run.data.tags.get("ablation_step"), "status": run.info.status,
-             "params": apply_overrides({}, {key.removeprefix("params."): value for key, value in run.data.params.items()
-                                            if key.startswith("params.")}),
-             "steps": int(run.data.params["budget.epochs"])}
-            for run in runs if run.data.params.get("params.eie.cutoff") is not None]
+    runs = client.search_runs([found.experiment_id], "tags.`raysynth.kind` = 'trial'", max_results=1000,
+                              order_by=["attributes.start_time ASC"])
+    trials = {}
+    for run in runs:
+        if run.data.params.get("params.eie.cutoff") is None:
+            continue
+        trial = {"trial": run.data.tags.get("trial_id"), "step": run.data.tags.get("ablation_step"), "status": run.info.status,
+                 "params": apply_overrides({}, {key.removeprefix("params."): value for key, value in run.data.params.items()
+                                                if key.startswith("params.")}),
+                 "steps": int(run.data.params["budget.epochs"])}
+        trials.setdefault(json.dumps([trial["params"], trial["steps"]], sort_keys=True), trial)
+    return list(trials.values())
 
 
 def reference_runs(steps: int = 200) -> list[dict]:
@@ -50,14 +59,24 @@ def reference_runs(steps: int = 200) -> list[dict]:
             for name, overrides in {"literal default": {}, "mean matching": {"eie": {"feature_scale": 0.001}}}.items()]
 
 
-def largest_gradient(real: torch.Tensor, method, steps: int) -> dict:
-    """The largest gradient (paper's units) over ``steps`` generator steps on ``real``; where it stops."""
+def class_gan(method, real: torch.Tensor) -> tuple[nn.Module, nn.Module, dict]:
+    """``method``'s G and D for ``real`` (one class), seeded, and the rest of ``train_gan``'s arguments."""
     torch.manual_seed(0)
     params, dtype = method.params, method.network_dtype()
     real = real.to(dtype)
     generator = DCGANGenerator(1, real.shape[-1], params.noise_dim, params.width).to(dtype)
     discriminator = DCGANDiscriminator(1, real.shape[-1], method.discriminator_outputs(), params.width).to(dtype)
-    stream, largest = torch.Generator().manual_seed(0), [0.0]
+    stream = torch.Generator().manual_seed(0)
+    return generator, discriminator, {
+        "real_batch": lambda n: real[torch.randint(len(real), (n,), generator=stream)],
+        "noise": lambda n: torch.randn(n, params.noise_dim, generator=stream).to(dtype),
+        "settings": method.settings()}
+
+
+def largest_gradient(real: torch.Tensor, method, steps: int) -> dict:
+    """The largest gradient (paper's units) over ``steps`` generator steps on ``real``; where it stops."""
+    generator, discriminator, train_arguments = class_gan(method, real)
+    largest = [0.0]
 
     def watched(step):
         def wrapper(*args, **kwargs):
@@ -73,20 +92,21 @@ def largest_gradient(real: torch.Tensor, method, steps: int) -> dict:
 
     stopped = None
     try:
-        train_gan(generator, discriminator, lambda n: real[torch.randint(len(real), (n,), generator=stream)],
-                  lambda n: torch.randn(n, params.noise_dim, generator=stream).to(dtype), method.settings(), steps,
-                  loop=loop)
+        train_gan(generator, discriminator, steps=steps, loop=loop, **train_arguments)
     except NonFiniteLossError as error:
         stopped = str(error)
     return {"largest_gradient": largest[0], "froze_before_the_fix": largest[0] > UNSCALED_LIMIT or stopped is not None,
             "stops_now": stopped}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def probe_trials(description: str, out_name: str, probe: Callable[[torch.Tensor, object, int], dict], *,
+                 skip: Callable[[dict], bool] = lambda trial: False, **header) -> None:
+    """The command line of an EIEG trial probe: ``probe(real, method, steps)`` for the references and each
+    EIEG trial of a store (but those ``skip`` names) on class 0 of data seed 0, one JSON of the results."""
+    parser = argparse.ArgumentParser(description=description.split("\n\n")[0])
     parser.add_argument("--tracking-uri", required=True)
     parser.add_argument("--experiment", default="search_eieg")
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "eieg_adam_range.json")
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / out_name)
     args = parser.parse_args()
     torch.set_num_threads(1)
     data = load_dataset("fashion-mnist", data_root=None, cache_dir=Path.home() / ".cache" / "raysynth", allow_download=False)
@@ -95,13 +115,18 @@ def main() -> None:
     results = []
     eieg = METHODS.get("eieg")
     for trial in reference_runs() + eieg_trials(args.tracking_uri, args.experiment):
+        if skip(trial):
+            continue
         method = eieg(eieg.Params.model_validate(trial["params"]))
         results.append({**{k: trial[k] for k in ("trial", "step", "status")}, "feature_dim": method.params.feature_dim,
                         "cutoff": method.params.eie.cutoff, "feature_scale": method.params.eie.feature_scale,
-                        **largest_gradient(real, method, trial["steps"])})
+                        **probe(real, method, trial["steps"])})
         print(json.dumps(results[-1]), flush=True)
-    args.out.write_text(json.dumps({"class": 0, "data_seed": 0, "unscaled_limit": UNSCALED_LIMIT,
-                                    "scaled_limit": SCALED_LIMIT, "trials": results}, indent=2))
+    args.out.write_text(json.dumps({"class": 0, "data_seed": 0, **header, "trials": results}, indent=2))
+
+
+def main() -> None:
+    probe_trials(__doc__, "eieg_adam_range.json", largest_gradient, unscaled_limit=UNSCALED_LIMIT, scaled_limit=SCALED_LIMIT)
 
 
 if __name__ == "__main__":
