@@ -56,6 +56,10 @@ PROBE_TIME = "probe/epoch"
 # them a trial is silent, its heartbeat stuck at the fit's last epoch, for the hours its classifiers train
 EVALUATION_EPOCH = "eval/epoch"
 EVALUATION_CLASSIFIER = "eval/classifier"
+# which metric that classifier is for (accuracy, cas, baseline, repeated, ...: the name of its `[eval <name>]`
+# log lines): a seed trains one set of classifiers per metric, so without it the epochs seem to run backwards.
+# A string: Tune and the heartbeat get it, MLflow's metric history does not
+EVALUATION_SET = "eval/set"
 
 
 def selection_metrics() -> list[str]:

@@ -26,8 +26,9 @@ class TrialObserver(Protocol):
     def on_seed_start(self, seed: int) -> None:
         """A seed's work begins (its split, fit and evaluation follow)."""
 
-    def on_progress(self, seed: int, step: int, metrics: dict[str, float]) -> None:
-        """Intermediate metrics (``train/*`` from the method, ``probe/*`` from the evaluation)."""
+    def on_progress(self, seed: int, step: int, metrics: dict[str, float | str]) -> None:
+        """Intermediate metrics (``train/*`` from the method, ``probe/*`` and ``eval/*`` from the evaluation;
+        ``eval/set`` is a label, the rest numbers)."""
 
     def on_seed_end(self, seed: int, metrics: dict[str, float], synthetic: SyntheticSet, split: Split) -> None:
         """The final metrics and synthetic set of one seed."""

@@ -96,16 +96,17 @@ def test_every_accuracy_is_scored_on_validation_too_and_probes_use_validation_im
     expected = {"val_accuracy", "val_cas", "val_baseline_accuracy", "val_gain", "val_fid", "repeated_accuracy",
                 "val_repeated_accuracy", "gain_vs_repeated", "accuracy", "fid"}
     probes = [set(r) for r in reports if "probe/val_accuracy" in r]
-    assert expected <= set(metrics) and probes == [{"probe/val_accuracy", "probe/epoch", "eval/epoch", "eval/classifier"}] * 2
+    assert expected <= set(metrics) and probes == [{"probe/val_accuracy", "probe/epoch", "eval/epoch", "eval/classifier", "eval/set"}] * 2
 
 
 def test_every_classifier_an_evaluation_trains_reports_where_it_is(digits, cache_dir):
-    """Without a probe too: the heartbeat's position while classifiers train."""
+    """Without a probe too: the heartbeat's position while classifiers train, and which metric they are for."""
     split = make_split(digits, 3, seed=0)
     settings = EvaluationSpec(width=8, epochs=10, num_eval=2)
     reports = []
     Evaluator(settings, split, device=CPU, cache_dir=cache_dir, on_metrics=reports.append).scores("cas", *split.fewshot)
-    assert [(r["eval/classifier"], r["eval/epoch"]) for r in reports] == [(c, e) for c in (1, 2) for e in (2, 4, 6, 8, 10)]
+    assert [(r["eval/set"], r["eval/classifier"], r["eval/epoch"]) for r in reports] == [
+        ("cas", c, e) for c in (1, 2) for e in (2, 4, 6, 8, 10)]
 
 
 def test_the_repeated_control_is_the_fewshot_set_tiled_to_the_training_size(digits):

@@ -326,16 +326,19 @@ def test_a_long_trial_says_where_it_is_every_heartbeat():
     events = TrialEvents(None, "grid", "val_accuracy", "max", total=1, log=said.append, clock=lambda: now[0])
     trial = Trial("__fake", trial_id="long", stub=True)
     events.on_trial_start(0, [trial], trial)
-    for minute in range(1, 35):  # a fit reporting once a minute for 24 minutes, then its classifiers; a checkpoint every other
-        now[0] = 60.0 * minute
+    for minute in range(1, 45):  # a fit reporting once a minute for 24 minutes, then the classifier for each metric
+        now[0] = 60.0 * minute   # (accuracy, then cas from minute 35: its epochs start again); a checkpoint every other
         if minute % 2 == 0:
             progress = {"checkpoint/step": minute}
         elif minute < 25:
             progress = {"seed": 0, "train/epoch": 20.0 * minute}
         else:
-            progress = {"seed": 0, "eval/epoch": 10.0 * (minute - 24), "eval/classifier": 1.0}
+            metric, start = ("accuracy", 24) if minute < 35 else ("cas", 34)
+            progress = {"seed": 0, "eval/epoch": 10.0 * (minute - start), "eval/classifier": 1.0, "eval/set": metric}
         events.on_trial_result(minute, [trial], trial, progress)
     beats = [line for line in said if "running for" in line]
-    assert HEARTBEAT_S == 600 and beats == ["[grid] trial long running for 10 min: seed 0, fit epoch 180",
-                                           "[grid] trial long running for 20 min: seed 0, fit epoch 380",
-                                           "[grid] trial long running for 30 min: seed 0, evaluation classifier 1 epoch 50"]
+    assert HEARTBEAT_S == 600 and beats == [
+        "[grid] trial long running for 10 min: seed 0, fit epoch 180",
+        "[grid] trial long running for 20 min: seed 0, fit epoch 380",
+        "[grid] trial long running for 30 min: seed 0, evaluation for accuracy, classifier 1 epoch 50",
+        "[grid] trial long running for 40 min: seed 0, evaluation for cas, classifier 1 epoch 50"]

@@ -24,10 +24,10 @@ from raysynth.evaluation.fid import FID_BACKENDS, FidContext, fid_between
 from raysynth.evaluation.augment import policy_for
 from raysynth.evaluation.protocol import classifier_key, test_accuracy, train_classifier
 from raysynth.methods.base import Intent, SyntheticSet
-from raysynth.metrics import EVALUATION_CLASSIFIER, EVALUATION_EPOCH, METRICS, PROBE_METRIC, PROBE_TIME
+from raysynth.metrics import EVALUATION_CLASSIFIER, EVALUATION_EPOCH, EVALUATION_SET, METRICS, PROBE_METRIC, PROBE_TIME
 from raysynth.spec.schema import EvaluationSpec
 
-MetricsCallback = Callable[[dict[str, float]], None]
+MetricsCallback = Callable[[dict[str, float | str]], None]
 
 
 @dataclass(frozen=True)
@@ -147,7 +147,7 @@ class Evaluator:
                 progress.update({PROBE_METRIC: 100.0 * test_accuracy(model, *self.split.validation, self.device),
                                  PROBE_TIME: epoch, EVALUATION_EPOCH: epoch})
             if progress:
-                self.on_metrics({**progress, EVALUATION_CLASSIFIER: index + 1})
+                self.on_metrics({**progress, EVALUATION_CLASSIFIER: index + 1, EVALUATION_SET: name})
 
         return on_epoch
 

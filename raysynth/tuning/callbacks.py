@@ -9,14 +9,14 @@ from typing import Callable
 
 from ray.tune import Callback
 
-from raysynth.metrics import EVALUATION_CLASSIFIER, EVALUATION_EPOCH, PROBE_METRIC, PROBE_TIME
+from raysynth.metrics import EVALUATION_CLASSIFIER, EVALUATION_EPOCH, EVALUATION_SET, PROBE_METRIC, PROBE_TIME
 from raysynth.tuning.sweep import FAILURE, failure_reason
 from raysynth.tuning.trainable import SweepContext, trial_key
 
 PENDING_NOTICE_S = 15  # a trial waiting longer than this is announced, with why
 HEARTBEAT_S = 600  # a running trial says where it is this often: a fit of hours is otherwise silent
 FIT_POSITION = ("train/epoch",)
-CLASSIFIER_POSITION = (EVALUATION_EPOCH, EVALUATION_CLASSIFIER)
+CLASSIFIER_POSITION = (EVALUATION_EPOCH, EVALUATION_CLASSIFIER)  # and EVALUATION_SET where reported
 
 
 class TrialEvents(Callback):
@@ -114,7 +114,9 @@ class TrialEvents(Callback):
             if "train/epoch" in position:
                 where.append(f"fit epoch {position['train/epoch']:.0f}")
             elif EVALUATION_EPOCH in position:
-                where.append(f"evaluation classifier {position[EVALUATION_CLASSIFIER]:.0f} epoch {position[EVALUATION_EPOCH]:.0f}")
+                metric = f" for {position[EVALUATION_SET]}," if EVALUATION_SET in position else ""
+                where.append(f"evaluation{metric} classifier {position[EVALUATION_CLASSIFIER]:.0f} "
+                             f"epoch {position[EVALUATION_EPOCH]:.0f}")
             step = (trial.config or {}).get("step")
             self._say(f"trial {trial.trial_id}" + (f" [{step}]" if step else "") + f" running for {(now - started) / 60:.0f} min"
                       + (f": {', '.join(where)}" if where else ""))
@@ -127,9 +129,9 @@ class TrialEvents(Callback):
             position.clear()
         for now, before in ((FIT_POSITION, CLASSIFIER_POSITION), (CLASSIFIER_POSITION, FIT_POSITION)):  # fit, then classifiers
             if all(key in result for key in now):
-                for key in before:
+                for key in (*before, EVALUATION_SET):
                     position.pop(key, None)
-                position.update({key: result[key] for key in now})
+                position.update({key: result[key] for key in (*now, EVALUATION_SET) if key in result})
         if "seed" in result:
             position["seed"] = result["seed"]
         return position

@@ -128,8 +128,8 @@ class TrialLogger:
     def on_seed_start(self, seed: int) -> None:
         self.seed_run(seed)  # opened now, so its duration in MLflow is the seed's
 
-    def on_progress(self, seed: int, step: int, metrics: dict[str, float]) -> None:
-        self.record(seed, step, metrics)
+    def on_progress(self, seed: int, step: int, metrics: dict[str, float | str]) -> None:
+        self.record(seed, step, {k: v for k, v in metrics.items() if not isinstance(v, str)})  # labels are not curves
         tune.report({**metrics, "seed": seed})
 
     def on_seed_end(self, seed: int, metrics: dict[str, float], synthetic: SyntheticSet, split: Split) -> None:
