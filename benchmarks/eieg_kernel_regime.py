@@ -1,10 +1,11 @@
 """In which part of EIE's kernel each EIEG trial works (issue 20's EIEG search): is it the interaction
 energy or, with every pair of D's features inside the cut-off's quadratic core, feature-mean matching?
-Each finished EIEG trial of a sweep's store, and EIEG's defaults and feature-mean matching (the GAN
-table's rows), is trained on one class (Fashion-MNIST class 0, the 10 images of data seed 0, as
-`benchmarks/eieg_adam_range.py`) for the trial's generator steps; at the first, middle and last step
-the fractions of feature pairs closer than the cut-off are recorded: real-generated, generated-generated
-and real-real (the 10 real images against 200 fixed-noise samples, D in training mode as it trains).
+Each EIEG trial of a sweep's store (finished or stopped; a failed one stops at its first step), and
+EIEG's defaults and feature-mean matching (the GAN table's rows), is trained on one class
+(Fashion-MNIST class 0, the 10 images of data seed 0, as `benchmarks/eieg_adam_range.py`) for the
+trial's generator steps; at the first, middle and last step the fractions of feature pairs closer
+than the cut-off are recorded: real-generated, generated-generated and real-real (the 10 real images
+against 200 fixed-noise samples, D in training mode as it trains).
 Inside the core K = a - b r^2, so where every pair lies there E = 2 b |mean D(x) - mean D(G(z))|^2
 up to the finite-sample terms: the GAN matches D's feature means and no kernel shape is left.
 
