@@ -23,12 +23,8 @@ from raysynth.nets.gan import eie_features, train_gan
 SAMPLES = 200
 
 
-def inside_fraction(first: torch.Tensor, second: torch.Tensor | None, cutoff: float) -> float:
-    """The fraction of pairs (first_i, second_j), or of distinct pairs within ``first``, closer than ``cutoff``."""
-    if second is None:
-        distances = torch.pdist(first)
-    else:
-        distances = torch.cdist(first, second).flatten()
+def inside_fraction(distances: torch.Tensor, cutoff: float) -> float:
+    """The fraction of ``distances`` below ``cutoff``."""
     return float((distances < cutoff).double().mean())
 
 
@@ -47,10 +43,11 @@ def kernel_regime(real: torch.Tensor, method, steps: int) -> dict:
         with torch.no_grad():
             fake = eie_features(settings, discriminator(generator(fixed_noise))).flatten(1)
             data = eie_features(settings, discriminator(real)).flatten(1)
-        trace[step] = {"real_generated": inside_fraction(data, fake, settings.cutoff),
-                       "generated_generated": inside_fraction(fake, None, settings.cutoff),
-                       "real_real": inside_fraction(data, None, settings.cutoff),
-                       "median_real_generated_distance_over_cutoff": float(torch.cdist(data, fake).median() / settings.cutoff)}
+        across = torch.cdist(data, fake).flatten()
+        trace[step] = {"real_generated": inside_fraction(across, settings.cutoff),
+                       "generated_generated": inside_fraction(torch.pdist(fake), settings.cutoff),
+                       "real_real": inside_fraction(torch.pdist(data), settings.cutoff),
+                       "median_real_generated_distance_over_cutoff": float(across.median() / settings.cutoff)}
 
     train_gan(generator, discriminator, steps=steps, on_step=on_step, **train_arguments)
     return {"pairs_inside_cutoff": trace}
