@@ -23,7 +23,7 @@ from torch import nn
 from raysynth.data import load_dataset, make_split
 from raysynth.errors import NonFiniteLossError
 from raysynth.methods import METHODS
-from raysynth.nets.gan import EIE_LOSS_SCALE, DCGANDiscriminator, DCGANGenerator, largest_adam_gradient, train_gan
+from raysynth.nets.gan import EIE_LOSS_SCALE, largest_adam_gradient, train_gan
 from raysynth.spec.overrides import apply_overrides
 
 UNSCALED_LIMIT = largest_adam_gradient(torch.float32)  # the largest gradient float32 Adam could square before the scale
@@ -64,8 +64,7 @@ def class_gan(method, real: torch.Tensor) -> tuple[nn.Module, nn.Module, dict]:
     torch.manual_seed(0)
     params, dtype = method.params, method.network_dtype()
     real = real.to(dtype)
-    generator = DCGANGenerator(1, real.shape[-1], params.noise_dim, params.width).to(dtype)
-    discriminator = DCGANDiscriminator(1, real.shape[-1], method.discriminator_outputs(), params.width).to(dtype)
+    generator, discriminator = method.networks(1, real.shape[-1])
     stream = torch.Generator().manual_seed(0)
     return generator, discriminator, {
         "real_batch": lambda n: real[torch.randint(len(real), (n,), generator=stream)],

@@ -54,10 +54,16 @@ class ImageGan(Method):
 
         return torch.float32
 
+    def networks(self, channels: int, image_size: int) -> tuple[torch.nn.Module, torch.nn.Module]:
+        """A fresh generator and discriminator (feature network) for ``channels`` x ``image_size`` images."""
+        from raysynth.nets.gan import DCGANDiscriminator, DCGANGenerator
+
+        params, dtype = self.params, self.network_dtype()
+        return (DCGANGenerator(channels, image_size, params.noise_dim, params.width).to(dtype),
+                DCGANDiscriminator(channels, image_size, self.discriminator_outputs(), params.width).to(dtype))
+
     def fit(self, split, context: FitContext, report: Report) -> SyntheticSet:
         import torch
-
-        from raysynth.nets.gan import DCGANDiscriminator, DCGANGenerator
 
         params, device, dataset = self.params, context.device, split.dataset
         images, labels = split.fewshot
@@ -76,9 +82,7 @@ class ImageGan(Method):
             if index < len(out_images):
                 continue
             with context.seeded_init(f"networks {index}"):
-                g = DCGANGenerator(split.channels, split.image_size, params.noise_dim, params.width).to(device, dtype)
-                d = DCGANDiscriminator(split.channels, split.image_size, self.discriminator_outputs(),
-                                       params.width).to(device, dtype)
+                g, d = (net.to(device) for net in self.networks(split.channels, split.image_size))
             self._train(g, d, signed[members], context, report, index, generator)
             count = params.samples_per_class * (1 if cls is not None else split.num_classes)
             g.eval()
