@@ -166,7 +166,7 @@ def test_a_self_bias_keeps_spatial_attention_from_tiling_one_patch_over_the_map(
     def spatial_spread(self_bias: float) -> float:
         torch.manual_seed(0)
         attended = LatentAttention("spatial", 8, 4, patch=1, self_bias=self_bias)(latents)
-        return float(attended.flatten(2).std(dim=2).mean())  # variation across positions
+        return float(attended.detach().flatten(2).std(dim=2).mean())  # variation across positions
 
     assert spatial_spread(5.0) > 3 * spatial_spread(0.0)
 
