@@ -67,9 +67,10 @@ def read_credentials(path: Path) -> tuple[str, str]:
                          "mlflow_tracking_password); create it with `python -m raysynth.cluster_auth credentials`") from None
 
 
-def write_server_config(folder: Path, default_permission: str = "READ") -> Path:
+def write_server_config(folder: Path, default_permission: str = "READ", credential_cache_s: int = 60) -> Path:
     """The auth app's configuration in ``folder`` (admin password and secret key generated once, the .ini);
-    returns the environment file the server starts with."""
+    returns the environment file the server starts with. ``credential_cache_s``: how long the server
+    trusts a password it has checked (0: hash-check every request)."""
     folder = folder.expanduser()
     password_file, secret_file = folder / PASSWORD_FILE, folder / SECRET_KEY_FILE
     for path in (password_file, secret_file):
@@ -82,6 +83,10 @@ def write_server_config(folder: Path, default_permission: str = "READ") -> Path:
         "admin_username": ADMIN,
         "admin_password": password_file.read_text().strip(),
         "authorization_function": "mlflow.server.auth:authenticate_request_basic_auth",
+        # a password check is a deliberately slow hash; cached, a trial's reports cost the head little.
+        # The price: a user deleted (or a password changed) through one server worker still gets in
+        # through another worker's cache for up to this long (the worker that took the change forgets at once)
+        "auth_cache_ttl_seconds": str(credential_cache_s),
     }
     _write_private(folder / CONFIG_FILE, _ini_text(config))
     environment = server_environment(folder)
@@ -127,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     credentials.add_argument("--username", default="trials")
     server = verbs.add_parser("server-config", help="the auth app's configuration, admin password, secret key (head)")
     server.add_argument("folder", type=Path)
+    server.add_argument("--credential-cache-s", type=int, default=60,
+                        help="seconds the server trusts a checked password (default 60; 0: check every request)")
     user = verbs.add_parser("add-user", help="a user on the running server, created with the admin account")
     user.add_argument("url")
     user.add_argument("username")
@@ -134,12 +141,16 @@ def main(argv: list[str] | None = None) -> int:
                       help="the password of this MLflow credentials file (default: generate one and print it)")
     user.add_argument("--config", type=Path, default=Path("~/.raysynth"), help="the server-config folder")
     args = parser.parse_args(argv)
+    if args.verb == "server-config" and args.credential_cache_s < 0:
+        print(f"error: --credential-cache-s {args.credential_cache_s}: give 0 (no cache) or a number of seconds",
+              file=sys.stderr)
+        return 2
 
     if args.verb == "credentials":
         write_credentials(args.path.expanduser(), args.username)
         print(f"credentials for `{args.username}` in {args.path} (mode 0600)")
     elif args.verb == "server-config":
-        print(write_server_config(args.folder))
+        print(write_server_config(args.folder, credential_cache_s=args.credential_cache_s))
     else:
         admin_password = (args.config.expanduser() / PASSWORD_FILE).read_text().strip()
         if args.credentials is not None:

@@ -4,11 +4,14 @@ on the shipped cluster.yaml."""
 
 from __future__ import annotations
 
+import base64
 import json
 import shutil
 import subprocess
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -102,6 +105,40 @@ def test_a_sweep_logs_to_a_basic_auth_server_with_the_credentials_file_the_clust
         trials = client.search_runs([experiment.experiment_id], "tags.`raysynth.kind` = 'trial'")
     assert result.returncode == 0, result.stderr[-3000:]
     assert len(trials) == 1 and trials[0].info.status == "FINISHED"
+
+
+def test_a_negative_credential_cache_is_bad_input(tmp_path, capsys):
+    code = cluster_auth(["server-config", str(tmp_path / "head"), "--credential-cache-s", "-1"])
+    assert code == 2 and "--credential-cache-s" in capsys.readouterr().err and not (tmp_path / "head").exists()
+
+
+def test_the_server_trusts_a_checked_password_for_its_cache_window(auth_server):
+    """The head's server caches a password it has checked (each check is a deliberately slow hash): a
+    password changed behind the server's back still gets in; a user deleted through the server does not."""
+    import sqlite3
+
+    from mlflow.server.auth.client import AuthServiceClient
+    from werkzeug.security import generate_password_hash
+
+    from raysynth.secrets import scoped_environment
+
+    add_user(auth_server.url, "bob", PASSWORD, auth_server.admin_password)
+    request = urllib.request.Request(f"{auth_server.url}/api/2.0/mlflow/experiments/search?max_results=1", headers={
+        "Authorization": "Basic " + base64.b64encode(f"bob:{PASSWORD}".encode()).decode()})
+
+    def status() -> int:
+        try:
+            return urllib.request.urlopen(request).status
+        except urllib.error.HTTPError as error:
+            return error.code
+
+    statuses = [status()]
+    with sqlite3.connect(auth_server.folder / "mlflow-auth.db") as store:
+        store.execute("UPDATE users SET password_hash = ? WHERE username = 'bob'", (generate_password_hash("other"),))
+    statuses.append(status())
+    with scoped_environment(MLFLOW_TRACKING_USERNAME="admin", MLFLOW_TRACKING_PASSWORD=auth_server.admin_password):
+        AuthServiceClient(auth_server.url).delete_user("bob")
+    assert statuses + [status()] == [200, 200, 401]
 
 
 @pytest.mark.slow
