@@ -32,6 +32,7 @@ PASSWORD_FILE = "mlflow-admin-password"
 SECRET_KEY_FILE = "mlflow-flask-secret-key"  # the auth app's CSRF protection signs with it
 CONFIG_FILE = "basic_auth.ini"
 ENV_FILE = "mlflow-server.env"
+CREDENTIAL_CACHE_S = 60  # how long the head's server trusts a password it has checked (docs/cluster.md)
 
 
 def _write_private(path: Path, text: str) -> None:
@@ -67,7 +68,7 @@ def read_credentials(path: Path) -> tuple[str, str]:
                          "mlflow_tracking_password); create it with `python -m raysynth.cluster_auth credentials`") from None
 
 
-def write_server_config(folder: Path, default_permission: str = "READ", credential_cache_s: int = 60) -> Path:
+def write_server_config(folder: Path, default_permission: str = "READ", credential_cache_s: int = CREDENTIAL_CACHE_S) -> Path:
     """The auth app's configuration in ``folder`` (admin password and secret key generated once, the .ini);
     returns the environment file the server starts with. ``credential_cache_s``: how long the server
     trusts a password it has checked (0: hash-check every request)."""
@@ -132,8 +133,8 @@ def main(argv: list[str] | None = None) -> int:
     credentials.add_argument("--username", default="trials")
     server = verbs.add_parser("server-config", help="the auth app's configuration, admin password, secret key (head)")
     server.add_argument("folder", type=Path)
-    server.add_argument("--credential-cache-s", type=int, default=60,
-                        help="seconds the server trusts a checked password (default 60; 0: check every request)")
+    server.add_argument("--credential-cache-s", type=int, default=CREDENTIAL_CACHE_S,
+                        help="seconds the server trusts a checked password (default %(default)s; 0: check every request)")
     user = verbs.add_parser("add-user", help="a user on the running server, created with the admin account")
     user.add_argument("url")
     user.add_argument("username")

@@ -19,7 +19,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from conftest import REPO, MlflowServer, run_cli
-from raysynth.cluster_auth import add_user, main as cluster_auth, server_environment, write_credentials, write_server_config
+from raysynth.cluster_auth import ADMIN, add_user, main as cluster_auth, server_environment, write_credentials, write_server_config
 
 PASSWORD = "Alice-S3cret-0d8f1c2b7e"  # what must never appear anywhere but the server's user store
 
@@ -136,7 +136,7 @@ def test_the_server_trusts_a_checked_password_for_its_cache_window(auth_server):
     with sqlite3.connect(auth_server.folder / "mlflow-auth.db") as store:
         store.execute("UPDATE users SET password_hash = ? WHERE username = 'bob'", (generate_password_hash("other"),))
     statuses.append(status())
-    with scoped_environment(MLFLOW_TRACKING_USERNAME="admin", MLFLOW_TRACKING_PASSWORD=auth_server.admin_password):
+    with scoped_environment(MLFLOW_TRACKING_USERNAME=ADMIN, MLFLOW_TRACKING_PASSWORD=auth_server.admin_password):
         AuthServiceClient(auth_server.url).delete_user("bob")
     assert statuses + [status()] == [200, 200, 401]
 
