@@ -6,6 +6,14 @@ A SQLite store records absolute paths (each run's artifact location, the Optuna 
     python benchmarks/store_archive.py pack /work/bench --out benchmarks/stores/2026-11-26.tar.xz
     python benchmarks/store_archive.py restore benchmarks/stores/2026-11-26.tar.xz --into /tmp/store
     raysynth report --tracking-uri sqlite:////tmp/store/mlflow.db --experiment search_koopcon --all-sweeps
+
+A sweep that outlives its machine moves the same way: stop it (`kill <queue or sweep pid>`: it closes its
+runs and stays resumable), pack its store with Tune's state and the queue's logs, and on the next machine
+restore into a fresh clone at the same path (Tune's state and the searcher's study name it), then resume:
+    python benchmarks/store_archive.py pack /work/bench --include ray_results \
+        --include benchmarks/results/search_queue --out benchmarks/stores/in_progress/<name>.tar.xz
+    git clone <repo> /work/bench && python benchmarks/store_archive.py restore <that archive> --into /work/bench
+    cd /work/bench && bash benchmarks/search_queue.sh <name>     # continues the sweep with --resume
 """
 from __future__ import annotations
 
@@ -21,12 +29,16 @@ MANIFEST = "store.json"
 ARTIFACTS = "mlartifacts"
 
 
-def pack(store: Path, out: Path) -> None:
-    """Archive the store's databases (consistent copies, taken while sweeps may write) and artifacts."""
+def pack(store: Path, out: Path, include: tuple[str, ...] = ()) -> None:
+    """Archive the store's databases (consistent copies, taken while sweeps may write) and artifacts, and
+    the folders named in ``include`` (relative to the store) as they are."""
     store = store.resolve()
     databases = sorted(path.name for path in store.glob("*.db"))
     if not databases:
         _bad_input(f"{store}: no *.db here; name the folder that holds the benchmark store")
+    for folder in include:
+        if Path(folder).is_absolute() or ".." in Path(folder).parts or not (store / folder).is_dir():
+            _bad_input(f"--include {folder}: not a folder inside {store}; name one relative to the store, e.g. ray_results")
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as folder, tarfile.open(out, "w:xz") as archive:
         for name in databases:
@@ -38,22 +50,29 @@ def pack(store: Path, out: Path) -> None:
             archive.add(copy, name)
         if (store / ARTIFACTS).exists():  # the report needs the sweep files, not the sample grids (most of the bytes)
             archive.add(store / ARTIFACTS, ARTIFACTS, filter=lambda entry: None if entry.name.endswith(".png") else entry)
+        for included in include:
+            archive.add(store / included, included)
         manifest = Path(folder) / MANIFEST
-        manifest.write_text(json.dumps({"root": str(store), "databases": databases}))
+        manifest.write_text(json.dumps({"root": str(store), "databases": databases, "included": list(include)}))
         archive.add(manifest, MANIFEST)
 
 
 def restore(archive_path: Path, into: Path) -> None:
-    """Unpack into an empty (or new) folder and point every stored path at it."""
+    """Unpack into a folder that holds none of the archive's entries (a new one, or a fresh clone) and
+    point every stored path at it."""
     into = into.resolve()
-    if into.exists() and any(into.iterdir()):
-        _bad_input(f"--into {into}: not empty; restore into a new folder")
-    into.mkdir(parents=True, exist_ok=True)
     with tarfile.open(archive_path) as archive:
+        present = [member.name for member in archive.getmembers() if not member.isdir() and (into / member.name).exists()]
+        if present:
+            _bad_input(f"--into {into}: already holds {present[0]}; restore into a new folder or a fresh clone")
+        into.mkdir(parents=True, exist_ok=True)
         archive.extractall(into, filter="data")
     manifest = json.loads((into / MANIFEST).read_text())
     for name in manifest["databases"]:
         _replace_prefix(into / name, manifest["root"], str(into))
+    if manifest.get("included") and manifest["root"] != str(into):
+        print(f"note: --resume needs the sweep's own folder {manifest['root']} (Tune's state names it); "
+              f"restored into {into}, this store serves reports only", file=sys.stderr)
 
 
 def _bad_input(message: str) -> None:
@@ -79,12 +98,15 @@ def main(argv: list[str] | None = None) -> None:
     packing = verbs.add_parser("pack", help="archive a store folder")
     packing.add_argument("store", type=Path)
     packing.add_argument("--out", type=Path, required=True)
+    packing.add_argument("--include", action="append", default=[], metavar="FOLDER",
+                         help="a folder of the store to pack as it is (repeatable): ray_results and the queue's "
+                              "benchmarks/results/search_queue make an interrupted sweep resumable elsewhere")
     restoring = verbs.add_parser("restore", help="unpack an archive into a new folder")
     restoring.add_argument("archive", type=Path)
     restoring.add_argument("--into", type=Path, required=True)
     args = parser.parse_args(argv)
     if args.verb == "pack":
-        pack(args.store, args.out)
+        pack(args.store, args.out, tuple(args.include))
         print(f"{args.out}: {args.out.stat().st_size / 1e6:.1f} MB")
     else:
         restore(args.archive, args.into)

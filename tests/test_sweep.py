@@ -169,29 +169,42 @@ class Holding(Method):
 """
 
 
+def holding_space(folder: Path, hold: Path) -> tuple[Path, list[dict]]:
+    """A three-step space whose first step finishes and whose other two wait while ``hold`` exists."""
+    (folder / "holding.py").write_text(HOLDING_PLUGIN)
+    hold.touch()
+    steps = [{"name": "free"}] + [{"name": f"held{i}", "params": {"hold_file": str(hold)}} for i in range(2)]
+    return space(folder, method="holding", plugins=["holding.py"], ablation=steps,
+                 tune={**TINY["tune"], "max_concurrent": 1}), steps
+
+
+def start_until_a_trial_finished(folder: Path, path: Path, cache_dir: Path, uri: str):
+    """Starts the sweep of ``path`` in its own session and returns (process, its stderr log, the trial keys
+    finished) once one trial has finished."""
+    args = [sys.executable, "-m", "raysynth.cli", "sweep", str(path), "--set", f"tracking.uri={uri}", "--set", f"cache_dir={cache_dir}"]
+    log = folder / "driver.log"
+    with open(log, "w") as stderr:  # SIGINT as a terminal's foreground job has it, even if this test runs in the background
+        driver = subprocess.Popen(args, cwd=folder, stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True,
+                                  preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.monotonic() + 300
+    finished: set[str] = set()
+    while time.monotonic() < deadline and not finished:
+        time.sleep(0.25)
+        if "Ray:" in log.read_text():  # the driver has created the store; reading it now cannot race its creation
+            finished = {r.data.tags["raysynth.key"] for r in runs(uri, "t", "trial") if r.info.status == "FINISHED"}
+    return driver, log, finished
+
+
 @pytest.mark.parametrize("interrupt", ["kill -9", "ctrl-c", "ctrl-c twice", "kill (SIGTERM)"])
 def test_an_interrupted_sweep_resumes_without_rerunning_or_duplicating(tmp_path, cache_dir, interrupt):
     """Ctrl-C (SIGINT to the process group, as a terminal sends it) ends the sweep with 130, tags it
     interrupted and closes its trials in flight; a second Ctrl-C during the shutdown leaves no process.
     SIGTERM to the driver alone (`kill PID`, a batch scheduler's preemption) does the same, with 143.
     The first step finishes; the others wait on a file, so the interrupt always lands mid-sweep."""
-    (tmp_path / "holding.py").write_text(HOLDING_PLUGIN)
     hold = tmp_path / "hold"
-    hold.touch()
-    steps = [{"name": "free"}] + [{"name": f"held{i}", "params": {"hold_file": str(hold)}} for i in range(2)]
-    path = space(tmp_path, method="holding", plugins=["holding.py"], ablation=steps, tune={**TINY["tune"], "max_concurrent": 1})
+    path, steps = holding_space(tmp_path, hold)
     uri = f"sqlite:///{tmp_path}/m.db"
-    args = [sys.executable, "-m", "raysynth.cli", "sweep", str(path), "--set", f"tracking.uri={uri}", "--set", f"cache_dir={cache_dir}"]
-    log = tmp_path / "driver.log"
-    with open(log, "w") as stderr:  # SIGINT as a terminal's foreground job has it, even if this test runs in the background
-        driver = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True,
-                                  preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    deadline = time.monotonic() + 300
-    finished_before: set[str] = set()
-    while time.monotonic() < deadline and not finished_before:
-        time.sleep(0.25)
-        if "Ray:" in log.read_text():  # the driver has created the store; reading it now cannot race its creation
-            finished_before = {r.data.tags["raysynth.key"] for r in runs(uri, "t", "trial") if r.info.status == "FINISHED"}
+    driver, log, finished_before = start_until_a_trial_finished(tmp_path, path, cache_dir, uri)
     if interrupt == "kill -9":
         os.killpg(driver.pid, signal.SIGKILL)  # the driver and the local Ray it started
         driver.wait()
