@@ -23,7 +23,7 @@ import sqlite3
 import sys
 import tarfile
 import tempfile
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 MANIFEST = "store.json"
 ARTIFACTS = "mlartifacts"
@@ -51,10 +51,23 @@ def pack(store: Path, out: Path, include: tuple[str, ...] = ()) -> None:
         if (store / ARTIFACTS).exists():  # the report needs the sweep files, not the sample grids (most of the bytes)
             archive.add(store / ARTIFACTS, ARTIFACTS, filter=lambda entry: None if entry.name.endswith(".png") else entry)
         for included in include:
-            archive.add(store / included, included)
+            stale = _stale_checkpoints(store, included)
+            archive.add(store / included, included, filter=lambda entry, stale=stale: (
+                None if stale.intersection(map(str, [PurePosixPath(entry.name), *PurePosixPath(entry.name).parents])) else entry))
         manifest = Path(folder) / MANIFEST
         manifest.write_text(json.dumps({"root": str(store), "databases": databases, "included": list(include)}))
         archive.add(manifest, MANIFEST)
+
+
+def _stale_checkpoints(store: Path, included: str) -> set[str]:
+    """Archive names of the Tune checkpoints a resume never reads: all but the latest of each trial (a sweep
+    before raysynth kept one only had them all, 2 MB each)."""
+    folder = store / included
+    stale = set()
+    for trial in {checkpoint.parent for checkpoint in folder.rglob("checkpoint_*") if checkpoint.is_dir()}:
+        older = sorted(path for path in trial.glob("checkpoint_*") if path.is_dir())[:-1]
+        stale.update(str(PurePosixPath(included) / path.relative_to(folder)) for path in older)
+    return stale
 
 
 def restore(archive_path: Path, into: Path) -> None:

@@ -10,6 +10,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import tarfile
 
 import pytest
 
@@ -89,3 +90,19 @@ def test_restoring_over_a_store_is_refused_and_writes_nothing(tmp_path):
     refused = archive_tool("restore", str(archive), "--into", str(store))
     assert refused.returncode == 2 and "already holds m.db" in refused.stderr and \
         (store / "m.db").read_bytes() == b"the live store" and not (store / "store.json").exists(), refused.stderr
+
+
+def test_packing_tune_state_keeps_each_trials_latest_checkpoint_only(tmp_path):
+    store = tmp_path / "store"
+    trial = store / "ray_results" / "t" / "sweep" / "grid" / "train_trial_0"
+    for step in ("000008", "000009", "000010"):
+        (trial / f"checkpoint_{step}").mkdir(parents=True)
+        (trial / f"checkpoint_{step}" / "trial_state.pt").write_bytes(step.encode())
+    (trial / "result.json").write_text("{}")
+    with sqlite3.connect(store / "m.db") as database:
+        database.execute("CREATE TABLE runs (artifact_uri TEXT)")
+    archive = tmp_path / "store.tar.xz"
+    assert archive_tool("pack", str(store), "--include", "ray_results", "--out", str(archive)).returncode == 0
+    with tarfile.open(archive) as packed:
+        kept = sorted(name.split("/")[-2] for name in packed.getnames() if name.endswith("trial_state.pt"))
+        assert kept == ["checkpoint_000010"] and any(name.endswith("result.json") for name in packed.getnames())
