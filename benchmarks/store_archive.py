@@ -60,8 +60,8 @@ def pack(store: Path, out: Path, include: tuple[str, ...] = ()) -> None:
 
 
 def _stale_checkpoints(store: Path, included: str) -> set[str]:
-    """Archive names of the Tune checkpoints a resume never reads: all but the latest of each trial (a sweep
-    before raysynth kept one only had them all, 2 MB each)."""
+    """Archive names of the Tune checkpoints a resume never reads: all but the latest of each trial (sweeps
+    started before raysynth told Tune to keep one hold them all, 2 MB each for expansive)."""
     folder = store / included
     stale = set()
     for trial in {checkpoint.parent for checkpoint in folder.rglob("checkpoint_*") if checkpoint.is_dir()}:
