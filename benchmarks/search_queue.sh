@@ -6,6 +6,8 @@
 # may run side by side from the same clone (e.g. one per free core, with `--set tune.max_concurrent=1`
 # in the entries): an entry another live queue is running is skipped (a lock folder per entry).
 # `kill <queue pid>` stops the queue and its running sweep, which closes its runs and stays resumable.
+# To continue on another machine, pack the stopped store with Tune's state and restore it into a clone at
+# the same path (benchmarks/store_archive.py, its docstring), then start the queue there again.
 #   git clone <repo> ../bench && cd ../bench && nohup bash benchmarks/search_queue.sh > queue.log 2>&1 &
 #   bash benchmarks/search_queue.sh expansive koopcon      # only these, in this order
 #   bash benchmarks/search_queue.sh remeasure_gan_comparison   # benchmarks/queue/<name>.args: sweep arguments
