@@ -92,17 +92,23 @@ def test_restoring_over_a_store_is_refused_and_writes_nothing(tmp_path):
         (store / "m.db").read_bytes() == b"the live store" and not (store / "store.json").exists(), refused.stderr
 
 
-def test_packing_tune_state_keeps_each_trials_latest_checkpoint_only(tmp_path):
+def test_packing_tune_state_keeps_the_latest_checkpoint_of_unfinished_trials_only(tmp_path):
     store = tmp_path / "store"
-    trial = store / "ray_results" / "t" / "sweep" / "grid" / "train_trial_0"
-    for step in ("000008", "000009", "000010"):
-        (trial / f"checkpoint_{step}").mkdir(parents=True)
-        (trial / f"checkpoint_{step}" / "trial_state.pt").write_bytes(step.encode())
-    (trial / "result.json").write_text("{}")
+    grid = store / "ray_results" / "t" / "sweep" / "grid"
+    for trial in ("train_trial_a_0", "train_trial_b_1"):
+        for step in ("000008", "000009", "000010"):
+            (grid / trial / f"checkpoint_{step}").mkdir(parents=True)
+            (grid / trial / f"checkpoint_{step}" / "trial_state.pt").write_bytes(step.encode())
+        (grid / trial / "result.json").write_text("{}")
+    # Tune's experiment state: trial a ended (a resume never reads its checkpoints), b was running
+    trial_data = [[json.dumps({"trial_id": "a", "status": "TERMINATED"}), "{}"],
+                  [json.dumps({"trial_id": "b", "status": "RUNNING"}), "{}"]]
+    (grid / "experiment_state-2026-11-28_00-00-00.json").write_text(json.dumps({"trial_data": trial_data}))
     with sqlite3.connect(store / "m.db") as database:
         database.execute("CREATE TABLE runs (artifact_uri TEXT)")
     archive = tmp_path / "store.tar.xz"
     assert archive_tool("pack", str(store), "--include", "ray_results", "--out", str(archive)).returncode == 0
     with tarfile.open(archive) as packed:
-        kept = sorted(name.split("/")[-2] for name in packed.getnames() if name.endswith("trial_state.pt"))
-        assert kept == ["checkpoint_000010"] and any(name.endswith("result.json") for name in packed.getnames())
+        kept = sorted("/".join(name.split("/")[-3:-1]) for name in packed.getnames() if name.endswith("trial_state.pt"))
+        assert kept == ["train_trial_b_1/checkpoint_000010"] and \
+            sum(name.endswith("result.json") for name in packed.getnames()) == 2
