@@ -60,21 +60,17 @@ def pack(store: Path, out: Path, include: tuple[str, ...] = ()) -> None:
 
 
 def _stale_checkpoints(store: Path, included: str) -> set[str]:
-    """Archive names of the Tune checkpoints a resume never reads: every one of a trial Tune's latest
-    experiment state records as ended, all but the latest of any other (sweeps started before raysynth
-    told Tune to keep one hold them all, 2 MB each for expansive)."""
+    """Archive names of the Tune checkpoints a resume never reads: those of the trials Tune's latest
+    experiment state records as ended. A running trial keeps them all: the state may name a checkpoint
+    older than the newest on disk (it is saved every few seconds), and a resume loads that one."""
     folder = store / included
     ended = set()
     for experiment in {state.parent for state in folder.rglob("experiment_state-*.json")}:
         latest = max(experiment.glob("experiment_state-*.json"), key=lambda state: state.stat().st_mtime)
         trials = [json.loads(trial) for trial, _ in json.loads(latest.read_text())["trial_data"]]
         ended |= {f"{experiment}/train_trial_{trial['trial_id']}_" for trial in trials if trial["status"] == "TERMINATED"}
-    stale = set()
-    for trial in {checkpoint.parent for checkpoint in folder.rglob("checkpoint_*") if checkpoint.is_dir()}:
-        checkpoints = sorted(path for path in trial.glob("checkpoint_*") if path.is_dir())
-        keep = 0 if any(str(trial).startswith(prefix) for prefix in ended) else 1
-        stale.update(str(PurePosixPath(included) / path.relative_to(folder)) for path in checkpoints[:len(checkpoints) - keep])
-    return stale
+    return {str(PurePosixPath(included) / checkpoint.relative_to(folder)) for checkpoint in folder.rglob("checkpoint_*")
+            if checkpoint.is_dir() and any(str(checkpoint.parent).startswith(prefix) for prefix in ended)}
 
 
 def restore(archive_path: Path, into: Path) -> None:

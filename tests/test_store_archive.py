@@ -92,7 +92,7 @@ def test_restoring_over_a_store_is_refused_and_writes_nothing(tmp_path):
         (store / "m.db").read_bytes() == b"the live store" and not (store / "store.json").exists(), refused.stderr
 
 
-def test_packing_tune_state_keeps_the_latest_checkpoint_of_unfinished_trials_only(tmp_path):
+def test_packing_tune_state_drops_the_checkpoints_of_ended_trials(tmp_path):
     store = tmp_path / "store"
     grid = store / "ray_results" / "t" / "sweep" / "grid"
     for trial in ("train_trial_a_0", "train_trial_b_1"):
@@ -110,5 +110,5 @@ def test_packing_tune_state_keeps_the_latest_checkpoint_of_unfinished_trials_onl
     assert archive_tool("pack", str(store), "--include", "ray_results", "--out", str(archive)).returncode == 0
     with tarfile.open(archive) as packed:
         kept = sorted("/".join(name.split("/")[-3:-1]) for name in packed.getnames() if name.endswith("trial_state.pt"))
-        assert kept == ["train_trial_b_1/checkpoint_000010"] and \
+        assert kept == [f"train_trial_b_1/checkpoint_{step}" for step in ("000008", "000009", "000010")] and \
             sum(name.endswith("result.json") for name in packed.getnames()) == 2
