@@ -407,9 +407,9 @@ def _run_group(spec: SweepSpec, group: TrialGroup, context, datasets, resume: bo
             run_config=tune.RunConfig(
                 name=group.name, storage_path=storage,
                 failure_config=tune.FailureConfig(max_failures=spec.tune.max_failures),
-                # a retry or --resume starts from the latest checkpoint only; Tune keeps every one unless
-                # told (2 MB each for expansive on CPU, one per minute per trial: 200 MB per ladder)
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                # Tune keeps every checkpoint unless told (2 MB each for expansive on CPU, one per minute per
+                # trial: 200 MB per ladder); two, since its saved state may still name the one before the newest
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
                 callbacks=[events],
                 verbose=0,  # the terminal shows raysynth's lines (TrialEvents), not Tune's tables
             ),
