@@ -509,7 +509,9 @@ def render_ladder(rows: list[Row], reference: str | None) -> list[str]:
               "a claim. repeated: the few-shot set repeated to the training set's size (equal SGD steps)."
               + "".join(f" {REFERENCE_COLUMNS[metric][1]}." for metric in extra)
               + (" real only: the real-only set each trial trained beside its own on the same seed (the few-shot "
-                 "set of the step's size); its Δ is paired over the row's seeds and not Holm-adjusted." if own else "")
+                 "set for an expansion or generation method; for a condensation method a seeded random real subset "
+                 "of the training set, of the condensed set's size); its Δ is paired over the row's seeds and not "
+                 "Holm-adjusted." if own else "")
               + (" other set size: the row trains on another number of real images per class than the reference, "
                  "so it is not compared with it (nor in its Holm family)." if any(r.other_size for r in rows) else "")]
     return lines
