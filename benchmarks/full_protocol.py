@@ -36,11 +36,13 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from raysynth.spec.schema import EvaluationSpec
 from raysynth.stats import holm, paired_difference, summarize, t_interval
 
 ROOT = Path(__file__).resolve().parent.parent
 SEEDS = (1, 2, 3)
-FULL_PROTOCOL = {"evaluation.width": 128, "evaluation.epochs": 300, "evaluation.num_eval": 3}
+# the protocol's own defaults (the reference ConvNet-128, 300 epochs, 3 classifiers), which the CPU spaces lower
+FULL_PROTOCOL = {f"evaluation.{key}": EvaluationSpec.model_fields[key].default for key in ("width", "epochs", "num_eval")}
 # name -> (the CPU search space, its ablation step or None for the base configuration, the search whose
 # selected parameters it takes or None)
 CONFIGURATIONS = {
@@ -78,7 +80,7 @@ def command(name: str, seed: int, device: str, overrides: list[str], out: Path) 
     if step:
         argv += ["--step", step]
     for key, value in settings.items():
-        argv += ["--set", f"{key}={value}"]
+        argv += ["--set", f"{key}={'null' if value is None else value}"]
     for assignment in overrides:
         argv += ["--set", assignment]
     return argv
